@@ -1,0 +1,100 @@
+/*
+ * HTTP servers on libuv: HTTP/1.1 (llhttp, strict, keep-alive, pipelining) and HTTP/2 cleartext
+ * (nghttp2, prior knowledge) on the same listener, told apart by the HTTP/2 connection preface.
+ * The server collects a whole request (headers and body, body capped) and hands it to one
+ * handler; the handler answers once with http_respond(), then or later.
+ */
+#ifndef DLOTEL_NET_HTTP_H
+#define DLOTEL_NET_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/buf.h"
+
+struct http_server;
+struct http_stream; /* One request/response exchange. */
+
+struct http_header {
+    const char *name; /* Lowercase. */
+    const char *value;
+};
+
+struct http_request {
+    int version;        /* 11 for HTTP/1.1, 20 for HTTP/2. */
+    const char *method; /* NUL-terminated; owned by the stream. */
+    const char *path;   /* The request target as sent, query string included. */
+    const struct http_header *headers; /* Names lowercased; owned by the stream. */
+    size_t n_headers;
+    struct buf body; /* The whole body as received (still content-encoded). */
+    /*
+     * The body passed the listener's max_body. |body| is then empty and, for HTTP/1.1, the
+     * connection is closed after the response. The handler answers 413 (or RESOURCE_EXHAUSTED).
+     */
+    bool body_too_large;
+};
+
+/* Returns the value of the first header named |name| (lowercase), or NULL. */
+const char *http_request_header(const struct http_request *r, const char *name);
+
+struct http_response {
+    int status;
+    const struct http_header *headers; /* content-length is added by the server. */
+    size_t n_headers;
+    const uint8_t *body; /* Copied by http_respond(). */
+    size_t body_len;
+    /* HTTP/2 only (gRPC): sent as a trailing HEADERS frame. Ignored on HTTP/1.1. */
+    const struct http_header *trailers;
+    size_t n_trailers;
+};
+
+/*
+ * Called once per complete request. |req| and everything it points to stay valid until
+ * http_respond() is called on |s|. The handler must call http_respond() exactly once, before it
+ * returns or later from the same loop thread.
+ */
+typedef void (*http_handler_fn)(void *userdata, struct http_stream *s,
+                                const struct http_request *req);
+
+struct http_listen_options {
+    const char *name;   /* For logs: "otlp_grpc", "otlp_http". */
+    const char *host;   /* "localhost" binds 127.0.0.1 and ::1; else an IP literal or name. */
+    uint16_t port;      /* 0 picks a free port (the same one on every address). */
+    bool http1;         /* Accept HTTP/1.1. */
+    bool http2;         /* Accept HTTP/2 with prior knowledge. */
+    size_t max_body;    /* Bytes; larger bodies are not buffered (body_too_large). */
+    size_t max_header_bytes; /* Sum of header names and values; 0 means 64 KiB. */
+    size_t max_headers;      /* 0 means 100. */
+    uint32_t idle_timeout_ms; /* Close a connection idle (or stuck mid-request) this long; 0 = 60 s. */
+    uint32_t max_connections; /* 0 means 4096. */
+    http_handler_fn handler;
+    void *userdata;
+};
+
+/*
+ * Binds and listens. On success |*out| owns the listeners and connections. Returns 0;
+ * DLOTEL_ERR_ADDR_IN_USE naming nothing (the caller names the port); DLOTEL_ERR_IO;
+ * DLOTEL_ERR_INVALID_ARG for an unresolvable host; DLOTEL_ERR_NOMEM. |*out| is untouched on failure.
+ */
+int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http_listen_options *o);
+
+/* The bound port (useful after port 0). */
+uint16_t http_server_port(const struct http_server *srv);
+
+/*
+ * Stops accepting, closes every connection (streams not yet answered are abandoned: a later
+ * http_respond() on them just frees them) and frees the server once libuv has closed the
+ * handles. NULL is a no-op.
+ */
+void http_server_free(struct http_server *srv);
+
+/*
+ * Sends the response for |s| and releases the stream; |s| must not be used afterwards. Returns 0,
+ * or DLOTEL_ERR_CLOSED when the client went away (the stream is released all the same).
+ */
+int http_respond(struct http_stream *s, const struct http_response *resp);
+
+#endif
