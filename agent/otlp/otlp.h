@@ -57,7 +57,8 @@ int otlp_scan(enum otlp_signal s, const uint8_t *data, size_t len, struct otlp_c
  * Decodes an OTLP/JSON request (the specification's JSON mapping: lowerCamelCase or proto field
  * names, hex trace and span ids, enums as integers or names, 64-bit integers as strings or
  * numbers, unknown fields ignored) and appends the equivalent protobuf encoding to |out|.
- * |arena| holds the intermediate message and is reset by the caller afterwards.
+ * |arena| holds the intermediate message and is reset by the caller afterwards; its limit also
+ * bounds the JSON tree built while parsing (estimated from the text before parsing starts).
  *
  * Returns 0; DLOTEL_ERR_BAD_INPUT with a message in |errbuf| (at most |errlen| bytes, NUL
  * terminated) for invalid JSON or a value of the wrong type; DLOTEL_ERR_TOO_LARGE when |out| or
