@@ -4,12 +4,38 @@
 #ifndef DLOTEL_EXPORTER_H
 #define DLOTEL_EXPORTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/compress.h"
 #include "otlp/otlp.h"
 
 struct exporter;
+
+/* What became of one upstream export attempt. The pipeline's retry logic acts on it. */
+enum export_outcome {
+    /* Delivered: any 2xx, or grpc-status 0. Some items may have been rejected (rejected_items). */
+    EXPORT_OK = 0,
+    /* Transient: HTTP 429/502/503/504, the retryable gRPC codes (RESOURCE_EXHAUSTED only with
+     * RetryInfo), timeouts, refused or reset connections, DNS failures. Try again later. */
+    EXPORT_RETRY = 1,
+    /* Will never succeed as sent: HTTP 400/413 and other 4xx/5xx, other gRPC codes. Dropped and
+     * counted. */
+    EXPORT_PERMANENT = 2,
+};
+
+struct export_result {
+    enum export_outcome outcome;
+    uint64_t retry_after_ns; /* From Retry-After or RetryInfo; 0 when the server gave none. */
+    uint64_t rejected_items; /* partial_success.rejected_*; counted, never retried. */
+    int http_status;         /* 0 when no HTTP response arrived. */
+    int grpc_status;         /* -1 when not gRPC or no status arrived. */
+    char message[256];       /* What the server or the transport said, for logs and status. */
+};
+
+/* Called once per send(), on the loop thread, never from inside send() itself. */
+typedef void (*export_done_fn)(void *userdata, const struct export_result *r);
 
 struct exporter_ops {
     const char *kind; /* "debug", "file", ... */
@@ -19,6 +45,14 @@ struct exporter_ops {
      */
     int (*export)(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
                   const struct otlp_counts *counts);
+    /*
+     * Upstream exporters (otlp_http, otlp_grpc) set |send| instead of |export|: the pipeline
+     * queues and batches for them, then sends one batch at a time through here. |pb| is one
+     * encoded Export*ServiceRequest of |items| items, owned by the caller and valid until |done|
+     * runs. Returns 0 (|done| will be called) or a dlotel_error (it will not).
+     */
+    int (*send)(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
+                uint64_t items, export_done_fn done, void *userdata);
     void (*flush)(struct exporter *e);
     void (*destroy)(struct exporter *e); /* Frees the exporter's own state and |e|. */
 };
@@ -42,5 +76,66 @@ int exporter_debug_new(struct exporter **out, enum debug_verbosity v);
  * (cannot open) or DLOTEL_ERR_NOMEM.
  */
 int exporter_file_new(struct exporter **out, const char *path);
+
+/*
+ * The upstream exporters (otlp_http, otlp_grpc): OTLP to a collector over libcurl's multi
+ * interface on the caller's libuv loop. They set ops->send (the pipeline batches and retries for
+ * them; ops->export is NULL). Each send() is one attempt, classified into a struct
+ * export_result by the OTLP specification's rules (exporter/upstream.h, upstream_classify()).
+ */
+
+struct uv_loop_s; /* uv_loop_t, without making every includer include uv.h. */
+
+/* One request header (gRPC metadata for otlp_grpc, sent lowercase). */
+struct otlp_exporter_header {
+    const char *name;
+    const char *value; /* Never logged: it is often a credential (Authorization: Bearer ...). */
+};
+
+/* Everything an upstream exporter needs; the constructors copy it all. */
+struct otlp_exporter_options {
+    const char *name; /* The exporter's name in the configuration, for logs; NULL: "default". */
+    /*
+     * http:// or https://. otlp_http: a base URL, "/v1/traces", "/v1/metrics" or "/v1/logs" is
+     * appended (a trailing slash is dropped first). otlp_grpc: scheme, host and port; the
+     * service path "/opentelemetry.proto.collector.<signal>.v1.<Service>/Export" is appended.
+     */
+    const char *endpoint;
+    const struct otlp_exporter_header *headers; /* Names must be tokens, values one line. */
+    size_t n_headers;
+    enum codec compression;      /* CODEC_GZIP, CODEC_ZSTD or CODEC_NONE. */
+    uint64_t request_timeout_ns; /* One attempt, connect to last byte; 0 means 10 s. */
+    const char *ca_file;         /* PEM bundle that replaces the system CAs; NULL: system. */
+    const char *cert_file;       /* Client certificate (PEM) for mutual TLS; NULL: none. */
+    const char *key_file;        /* Its private key (PEM); NULL: none. */
+    bool insecure_skip_verify;   /* Accept any server certificate and host name. */
+};
+
+/*
+ * Creates an otlp_http exporter on |loop|: POST <endpoint>/v1/<signal> with
+ * application/x-protobuf, Content-Encoding per |o->compression| (compressed on libuv's thread
+ * pool, off the loop), HTTP/2 when a TLS server offers it through ALPN and HTTP/1.1 otherwise,
+ * connections shared by every exporter on the loop, proxies from http_proxy / https_proxy /
+ * no_proxy as libcurl reads them. All of send()'s work and its |done| run on |loop|'s thread.
+ *
+ * destroy() abandons sends still in flight without calling their |done| (the pipeline stops its
+ * senders first); memory still in use by the thread pool or libuv handles goes once the loop has
+ * run again.
+ *
+ * Returns 0; DLOTEL_ERR_INVALID_ARG (no or non-http(s) endpoint, a header name that is not a
+ * token or a value with CR, LF or NUL, an unknown compression); DLOTEL_ERR_NOMEM;
+ * DLOTEL_ERR_INTERNAL (libcurl could not be initialised). |*out| is untouched on failure.
+ */
+int exporter_otlp_http_new(struct exporter **out, struct uv_loop_s *loop,
+                           const struct otlp_exporter_options *o);
+
+/*
+ * Creates an otlp_grpc exporter on |loop|: unary calls to the OTLP collector services over
+ * HTTP/2 (prior knowledge for http://, ALPN h2 for https://), one length-prefixed message per
+ * call, grpc-encoding per |o->compression|, grpc-timeout from |o->request_timeout_ns|, headers as
+ * metadata. Otherwise as exporter_otlp_http_new(), with the same return codes.
+ */
+int exporter_otlp_grpc_new(struct exporter **out, struct uv_loop_s *loop,
+                           const struct otlp_exporter_options *o);
 
 #endif
