@@ -8,6 +8,7 @@ pkg_check_modules(ZLIB REQUIRED IMPORTED_TARGET zlib)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 pkg_check_modules(PROTOBUFC REQUIRED IMPORTED_TARGET libprotobuf-c)
 pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET cmocka)
+pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
 find_program(PROTOC_C NAMES protoc-c protoc-gen-c REQUIRED)
 
 # llhttp: compiled from the C sources Debian's node-llhttp installs (never copied into the repo).
