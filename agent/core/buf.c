@@ -29,7 +29,8 @@ int buf_reserve(struct buf *b, size_t extra)
     while (cap < need + 1) {
         cap = cap > SIZE_MAX / 2 ? need + 1 : cap * 2;
     }
-    if (cap > b->max + 1) {
+    /* max + 1 would wrap for an unbounded buffer (max == SIZE_MAX). */
+    if (b->max < SIZE_MAX && cap > b->max + 1) {
         cap = b->max + 1;
     }
     uint8_t *p = realloc(b->data, cap);

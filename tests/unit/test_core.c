@@ -62,6 +62,10 @@ static void test_buf_overflowing_size(void **state)
     struct buf b;
     buf_init(&b, SIZE_MAX);
     assert_int_equal(buf_append(&b, "x", 1), 0);
+    /* An unbounded buffer must still grow normally (max + 1 must not wrap to 0). */
+    assert_true(b.cap >= 2);
+    assert_int_equal(buf_append(&b, "yz", 2), 0);
+    assert_memory_equal(b.data, "xyz", 3);
     assert_int_equal(buf_reserve(&b, SIZE_MAX), DLOTEL_ERR_TOO_LARGE);
     buf_cleanup(&b);
 }
