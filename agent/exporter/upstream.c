@@ -523,6 +523,13 @@ struct pb {
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
+/* An empty body may come as (NULL, 0); NULL + 0 is undefined behaviour in C. */
+static struct pb pb_reader(const uint8_t *p, size_t len)
+{
+    struct pb r = {p, p == NULL ? p : p + len};
+    return r;
+}
+
 static int pb_varint(struct pb *r, uint64_t *out)
 {
     uint64_t v = 0;
@@ -693,7 +700,7 @@ int upstream_rpc_status_parse(const uint8_t *p, size_t len, struct upstream_rpc_
 {
     struct upstream_rpc_status st;
     memset(&st, 0, sizeof(st));
-    struct pb r = {p, p + len};
+    struct pb r = pb_reader(p, len);
     while (r.p < r.end) {
         uint32_t f;
         int wt;
@@ -744,7 +751,7 @@ int upstream_grpc_details_parse(const char *v, size_t len, struct buf *scratch,
 int upstream_partial_success_parse(const uint8_t *p, size_t len, struct upstream_partial *out)
 {
     memset(out, 0, sizeof(*out));
-    struct pb r = {p, p + len};
+    struct pb r = pb_reader(p, len);
     while (r.p < r.end) {
         uint32_t f;
         int wt;
