@@ -1159,6 +1159,71 @@ static void refuse(struct pipeline *p, uint64_t items, pipeline_done_fn done, vo
 
 static void on_sync_timer(uv_timer_t *t);
 
+/*
+ * A request that storing exporters (ops->export_async: the sink) take asynchronously is answered
+ * only when every one of them has finished, so the client's 200 means "durable". The join holds
+ * one reference for each pending export_async, plus one for pipeline_submit() itself until it has
+ * called every exporter (and, with fsync=always, until the group commit).
+ */
+struct join {
+    pipeline_done_fn done;
+    void *userdata;
+    int pending;
+    int status;
+    char detail[sizeof(((struct export_result *)0)->message) + 96];
+};
+
+struct async_call {
+    struct join *j;
+    struct sender *sd;
+    uint64_t items;
+};
+
+static void join_release(struct join *j, int status, const char *detail)
+{
+    if (status != 0 && j->status == 0) {
+        j->status = status;
+        snprintf(j->detail, sizeof(j->detail), "%s", detail != NULL ? detail : "");
+    }
+    if (--j->pending > 0) {
+        return;
+    }
+    j->done(j->userdata, j->status, j->status == 0 ? NULL : j->detail);
+    free(j);
+}
+
+/* The group commit answers through this when a join waits for it (pipeline_done_fn). */
+static void join_on_ack(void *userdata, int status, const char *detail)
+{
+    join_release(userdata, status, detail);
+}
+
+static void on_async_done(void *userdata, const struct export_result *res)
+{
+    struct async_call *ac = userdata;
+    struct sender *sd = ac->sd;
+    char detail[sizeof(res->message) + 96];
+    int status = 0;
+    if (res->outcome == EXPORT_OK) {
+        sd->c.sent_items += ac->items;
+        sd->c.sent_batches++;
+        sd->c.last_success_unix_nano = time_now_unix_nano();
+    } else {
+        sd->c.failed_items += ac->items;
+        sd->c.failed_batches++;
+        sd->c.dropped_items += ac->items;
+        set_error(sd, res->message);
+        log_warn("pipeline", "exporter %s could not store a request: %s", sd->x->name,
+                 res->message);
+        /* EXPORT_RETRY: the client may send again (503); EXPORT_PERMANENT: it must not (400). */
+        status = res->outcome == EXPORT_RETRY ? DLOTEL_ERR_IO : DLOTEL_ERR_BAD_INPUT;
+        snprintf(detail, sizeof(detail), "exporter %s: %s", sd->x->name, res->message);
+    }
+    struct join *j = ac->j;
+    free(ac);
+    join_release(j, status, status == 0 ? NULL : detail);
+}
+
 void pipeline_submit(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, size_t len,
                      const struct otlp_counts *counts, pipeline_done_fn done, void *userdata)
 {
@@ -1308,15 +1373,37 @@ void pipeline_submit(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, 
         split_out_reset(&p->split);
     }
 
-    /* Synchronous exporters last: they cannot be taken back. */
+    /* Synchronous and storing exporters last: they cannot be taken back. */
     int first_rc = 0;
+    struct join *j = NULL;
     for (size_t i = 0; i < r->n; i++) {
         struct sender *sd = r->v[i];
         if (sd->queued) {
             continue;
         }
         struct exporter *e = sd->x->e;
-        int erc = e->ops->export(e, s, pb, len, counts != NULL ? counts : &(struct otlp_counts){0});
+        int erc;
+        if (e->ops->export_async != NULL) {
+            struct async_call *ac = malloc(sizeof(*ac));
+            if (j == NULL && ac != NULL && (j = calloc(1, sizeof(*j))) != NULL) {
+                *j = (struct join){.done = done, .userdata = userdata, .pending = 1};
+            }
+            if (ac == NULL || j == NULL) {
+                free(ac);
+                erc = DLOTEL_ERR_NOMEM;
+            } else {
+                *ac = (struct async_call){j, sd, items};
+                j->pending++;
+                erc = e->ops->export_async(e, s, pb, len, counts, on_async_done, ac);
+                if (erc == 0) {
+                    continue;
+                }
+                j->pending--;
+                free(ac);
+            }
+        } else {
+            erc = e->ops->export(e, s, pb, len, counts != NULL ? counts : &(struct otlp_counts){0});
+        }
         if (erc == 0) {
             sd->c.sent_items += items;
             sd->c.sent_batches++;
@@ -1344,6 +1431,16 @@ void pipeline_submit(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, 
         sender_pump(r->v[i]);
     }
 
+    if (j != NULL) {
+        /* From here the join answers the client, once the storing exporters have finished. */
+        if (first_rc != 0 && j->status == 0) {
+            j->status = first_rc;
+            snprintf(j->detail, sizeof(j->detail), "%s", detail);
+        }
+        done = join_on_ack;
+        userdata = j;
+        first_rc = 0;
+    }
     if (ack_after_sync) {
         if (grow((void **)&p->acks, &p->capacks, p->nacks + 1, sizeof(*p->acks)) == 0) {
             p->acks[p->nacks++] = (struct ack){done, userdata, first_rc};

@@ -1519,11 +1519,167 @@ static void test_answer_after_free(void **state)
     loop_finish(&loop);
 }
 
+/* ---- storing exporters (export_async: the sink) ---------------------------------------------- */
+
+/* A store that commits 20 ms after it is given a request, with a chosen outcome. */
+struct store {
+    struct exporter base;
+    uv_timer_t timer;
+    enum export_outcome outcome;
+    export_done_fn done[8];
+    void *ud[8];
+    size_t n;
+    size_t stored;
+};
+
+static void store_commit(uv_timer_t *t)
+{
+    struct store *st = t->data;
+    size_t n = st->n;
+    st->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct export_result r = {.outcome = st->outcome, .grpc_status = -1};
+        snprintf(r.message, sizeof(r.message), "%s",
+                 st->outcome == EXPORT_OK ? "" : "disk on fire");
+        st->stored += st->outcome == EXPORT_OK;
+        st->done[i](st->ud[i], &r);
+    }
+}
+
+static int store_export_async(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
+                              const struct otlp_counts *c, export_done_fn done, void *userdata)
+{
+    (void)s, (void)pb, (void)len, (void)c;
+    struct store *st = (struct store *)e;
+    assert_true(st->n < 8);
+    st->done[st->n] = done;
+    st->ud[st->n++] = userdata;
+    uv_timer_start(&st->timer, store_commit, 20, 0);
+    return 0;
+}
+
+static int store_export(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
+                        const struct otlp_counts *c)
+{
+    (void)e, (void)s, (void)pb, (void)len, (void)c;
+    fail_msg("the pipeline must use export_async when an exporter has it");
+    return 0;
+}
+
+static void store_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void store_destroy(struct exporter *e)
+{
+    struct store *st = (struct store *)e;
+    store_commit(&st->timer); /* Answer what is pending, as the contract says. */
+    uv_close((uv_handle_t *)&st->timer, store_closed);
+}
+
+static const struct exporter_ops store_ops = {
+    .kind = "store",
+    .export = store_export,
+    .export_async = store_export_async,
+    .destroy = store_destroy,
+};
+
+static struct store *store_new(uv_loop_t *loop, enum export_outcome outcome)
+{
+    struct store *st = calloc(1, sizeof(*st));
+    assert_non_null(st);
+    st->base.ops = &store_ops;
+    st->outcome = outcome;
+    uv_timer_init(loop, &st->timer);
+    st->timer.data = st;
+    return st;
+}
+
+static bool answered_once(void *arg)
+{
+    return ((struct outcome *)arg)->calls == 1;
+}
+
+/* #5: the client's 200 comes only after the storing exporter has committed. */
+static void test_async_store_answers_after_commit(void **state)
+{
+    (void)state;
+    static const struct {
+        enum export_outcome outcome;
+        int status;
+    } cases[] = {
+        {EXPORT_OK, 0},
+        {EXPORT_RETRY, DLOTEL_ERR_IO},            /* the receiver answers 503 */
+        {EXPORT_PERMANENT, DLOTEL_ERR_BAD_INPUT}, /* the receiver answers 400 */
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        struct pipeline *p = new_pipeline(&loop, 8192, 4 * MIB, 10 * SEC);
+        int destroyed = 0;
+        struct recorder *r = rec_new(&destroyed);
+        struct store *st = store_new(&loop, cases[k].outcome);
+        assert_int_equal(pipeline_add_exporter(p, OTLP_TRACES, &r->base), 0);
+        assert_int_equal(pipeline_add_exporter(p, OTLP_TRACES, &st->base), 0);
+        struct outcome o = {0};
+        pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &o);
+        assert_int_equal(o.calls, 0); /* Not before the commit. */
+        assert_int_equal(r->calls[OTLP_TRACES], 1);
+        assert_true(run_until(&loop, answered_once, &o, 2000));
+        assert_int_equal(o.status, cases[k].status);
+        if (cases[k].status != 0) {
+            assert_non_null(strstr(o.detail, "disk on fire"));
+        }
+        struct pipeline_stats s1 = stats_of(p, 1);
+        assert_int_equal(s1.sent_items, cases[k].status == 0 ? 7 : 0);
+        assert_int_equal(st->stored, cases[k].status == 0 ? 1 : 0);
+        pipeline_free(p);
+        assert_int_equal(o.calls, 1);
+        loop_finish(&loop);
+        assert_int_equal(destroyed, 1);
+    }
+}
+
+/* A store and an fsync=always disk queue on one signal: the answer waits for both. */
+static void test_async_store_with_group_commit(void **state)
+{
+    (void)state;
+    struct tmpdir t;
+    tmpdir_make(&t);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct pipeline *p = new_pipeline(&loop, 8192, 4 * MIB, 10 * SEC);
+    struct script *x = script_new(&loop, STEP_OK);
+    struct pipeline_exporter_options o = xopts("up", t.path);
+    o.disk_queue.fsync = PIPELINE_FSYNC_ALWAYS;
+    assert_int_equal(pipeline_add_exporter_opts(p, OTLP_TRACES, &x->base, &o), 0);
+    struct store *st = store_new(&loop, EXPORT_OK);
+    assert_int_equal(pipeline_add_exporter(p, OTLP_TRACES, &st->base), 0);
+    struct buf req;
+    buf_init(&req, UNLIMITED);
+    make_traces(&req, 0, 2, 0);
+    struct otlp_counts c = {1, 1, 2};
+    struct outcome a = {0};
+    pipeline_submit(p, OTLP_TRACES, req.data, req.len, &c, on_done, &a);
+    assert_int_equal(a.calls, 0);
+    assert_true(run_until(&loop, answered_once, &a, 2000));
+    assert_int_equal(a.status, 0);
+    assert_int_equal(st->stored, 1);
+    /* Both were done by the time the client heard: the store commits after 20 ms. */
+    buf_cleanup(&req);
+    pipeline_free(p);
+    loop_finish(&loop);
+    tmpdir_remove(&t);
+}
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes_by_signal),
+        cmocka_unit_test(test_async_store_answers_after_commit),
+        cmocka_unit_test(test_async_store_with_group_commit),
         cmocka_unit_test(test_refcounts),
         cmocka_unit_test(test_failure_propagates),
         cmocka_unit_test(test_bad_arguments),
