@@ -33,6 +33,12 @@ const char *dlotel_strerror(int code)
         return "closed";
     case DLOTEL_ERR_MODULE:
         return "cannot load module";
+    case DLOTEL_ERR_CONFIG_MISMATCH:
+        return "a daemon with a different configuration is running";
+    case DLOTEL_ERR_DISABLED:
+        return "disabled by configuration";
+    case DLOTEL_ERR_DAEMON:
+        return "the agent daemon failed to start";
     }
     return "unknown error";
 }

@@ -94,7 +94,7 @@ static void req_unlink(struct upstream_req *q)
     q->prev = q->next = NULL;
 }
 
-/* Stops the transfer if running and frees the request; |done| is not called. */
+/* Stops the transfer if running and frees the request; |done| is not called (see complete()). */
 static void req_free(struct upstream_req *q)
 {
     if (q->xfer.easy != NULL) {
@@ -440,13 +440,18 @@ static void on_work_done(uv_work_t *w, int status)
     struct upstream_req *q = w->data;
     struct upstream *u = q->u;
     q->in_work = false;
+    struct export_result r;
+    result_init(&r);
     if (u->closing || status == UV_ECANCELED) {
-        req_free(q);
+        /*
+         * destroy() ran while the thread pool had |pb|: the send is answered only now that
+         * nothing reads it any more, so that the owner may free it from |done|.
+         */
+        upstream_set_message(&r, "exporter closed");
+        complete(q, &r, CURLE_OK);
         maybe_free(u);
         return;
     }
-    struct export_result r;
-    result_init(&r);
     if (q->work_rv != 0) {
         /* Out of memory may pass; a batch that cannot be compressed within limits never will. */
         r.outcome = q->work_rv == DLOTEL_ERR_NOMEM ? EXPORT_RETRY : EXPORT_PERMANENT;
@@ -533,18 +538,30 @@ static int up_send(struct exporter *e, enum otlp_signal s, const uint8_t *pb, si
     return 0;
 }
 
+/*
+ * Every accepted send is answered exactly once, also when the exporter goes away with it in
+ * flight: its |done| gets EXPORT_RETRY "exporter closed" (the batch was not delivered, as far as
+ * anyone knows), here for a transfer, and from on_work_done() for a send whose compression is
+ * still on the thread pool, because the caller's |pb| may be freed only once nothing reads it.
+ * up_send() refuses new sends from the moment |closing| is set, so a |done| that sends again
+ * gets DLOTEL_ERR_CLOSED instead of a request that would outlive the exporter.
+ */
 static void up_destroy(struct exporter *e)
 {
     struct upstream *u = (struct upstream *)e;
     u->closing = true;
     struct upstream_req *q = u->reqs;
     while (q != NULL) {
+        /* |done| cannot add or free other requests (sends are refused), so |next| stays valid. */
         struct upstream_req *next = q->next;
         if (q->in_work) {
-            /* Its memory is the thread pool's until on_work_done() runs; that frees it. */
+            /* Answered by on_work_done(), cancelled or not, once the pool lets go of it. */
             uv_cancel((uv_req_t *)&q->work);
         } else {
-            req_free(q);
+            struct export_result r;
+            result_init(&r);
+            upstream_set_message(&r, "exporter closed");
+            complete(q, &r, CURLE_OK);
         }
         q = next;
     }

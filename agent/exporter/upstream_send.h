@@ -43,7 +43,11 @@ struct upstream_proto {
 
 struct upstream;
 
-/* One send(): lives from send() until its |done| has been called (or the exporter is gone). */
+/*
+ * One send(): lives from send() until its |done| has been called, which happens exactly once:
+ * with the attempt's result, or with EXPORT_RETRY "exporter closed" when the exporter is
+ * destroyed first (at once for a transfer, after the thread pool returns for a compression).
+ */
 struct upstream_req {
     struct upstream *u;
     struct upstream_req *prev, *next; /* The exporter's requests in flight. */

@@ -8,6 +8,13 @@
 int grpc_frame_parse(const uint8_t *body, size_t len, enum codec codec, struct buf *scratch,
                      const uint8_t **msg, size_t *msg_len, const char **why)
 {
+    return grpc_frame_parse_max(body, len, codec, GRPC_MAX_MESSAGE, scratch, msg, msg_len, why);
+}
+
+int grpc_frame_parse_max(const uint8_t *body, size_t len, enum codec codec, uint64_t max,
+                         struct buf *scratch, const uint8_t **msg, size_t *msg_len,
+                         const char **why)
+{
     if (len < GRPC_PREFIX_LEN) {
         *why = len == 0 ? "empty request: expected one length-prefixed message"
                         : "truncated message prefix";
@@ -24,8 +31,9 @@ int grpc_frame_parse(const uint8_t *body, size_t len, enum codec codec, struct b
      * The declared length is checked before the body length so that an oversize message is
      * reported as such even when the client sent only part of it.
      */
-    if (n > GRPC_MAX_MESSAGE) {
-        *why = "message larger than 4194304 bytes";
+    if (n > max) {
+        *why = max == GRPC_MAX_MESSAGE ? "message larger than 4194304 bytes"
+                                       : "message larger than the limit";
         return DLOTEL_ERR_TOO_LARGE;
     }
     size_t avail = len - GRPC_PREFIX_LEN;
@@ -50,7 +58,8 @@ int grpc_frame_parse(const uint8_t *body, size_t len, enum codec codec, struct b
     }
     int rc = codec_decompress(codec, payload, n, scratch);
     if (rc == DLOTEL_ERR_TOO_LARGE) {
-        *why = "decompressed message larger than 4194304 bytes";
+        *why = max == GRPC_MAX_MESSAGE ? "decompressed message larger than 4194304 bytes"
+                                       : "decompressed message larger than the limit";
         return rc;
     }
     if (rc == DLOTEL_ERR_NOMEM) {

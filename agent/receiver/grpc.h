@@ -66,6 +66,14 @@ enum grpc_status {
 int grpc_frame_parse(const uint8_t *body, size_t len, enum codec codec, struct buf *scratch,
                      const uint8_t **msg, size_t *msg_len, const char **why);
 
+/*
+ * As grpc_frame_parse(), with the limit |max| in place of GRPC_MAX_MESSAGE (the receiver's
+ * configured receivers.grpc_max_message_size); |scratch| is then initialised with max |max|.
+ */
+int grpc_frame_parse_max(const uint8_t *body, size_t len, enum codec codec, uint64_t max,
+                         struct buf *scratch, const uint8_t **msg, size_t *msg_len,
+                         const char **why);
+
 /* Writes the 5-byte prefix for a message of |len| bytes. */
 void grpc_frame_prefix(uint8_t out[GRPC_PREFIX_LEN], bool compressed, uint32_t len);
 

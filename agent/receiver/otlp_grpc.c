@@ -175,11 +175,14 @@ static void answer_status_ex(struct receiver *r, struct http_stream *s, const ch
 
 /*
  * Answers with a non-OK gRPC status as a Trailers-Only response, or with an HTTP error status
- * when |http_status| is not 200. Consumes |s|.
+ * when |http_status| is not 200, and counts the refusal: |err| is the dlotel_error behind it (its
+ * class is the counter's reason), |sig| the signal or RECEIVER_SIGNAL_UNKNOWN. Consumes |s|.
  */
 static void answer_status(struct receiver *r, struct http_stream *s, const char *path,
-                          int http_status, enum grpc_status code, const char *message)
+                          int http_status, enum grpc_status code, const char *message, int err,
+                          int sig, uint64_t bytes)
 {
+    receiver_count(r, sig, err, 0, bytes);
     answer_status_ex(r, s, path, http_status, code, message, 0);
 }
 
@@ -239,8 +242,10 @@ static void on_done(void *userdata, int status, const char *detail)
         /* Shed load (a full queue): RESOURCE_EXHAUSTED with the RetryInfo clients wait for. */
         uint64_t retry_after =
             status == DLOTEL_ERR_FULL ? pipeline_retry_after_ns(c->r->pipeline) : 0;
+        receiver_count(c->r, (int)c->signal, status, c->items, c->bytes);
         answer_status_ex(c->r, c->stream, method_name(c->signal), 200,
                          grpc_status_from_error(status, false), message, retry_after);
+        receiver_call_end(c->r);
         free(c);
         return;
     }
@@ -264,6 +269,8 @@ static void on_done(void *userdata, int status, const char *detail)
     http_respond(c->stream, &resp);
     log_debug(c->r->name, "%s -> grpc-status 0 (%llu items, %zu bytes)", method_name(c->signal),
               (unsigned long long)c->items, c->bytes);
+    receiver_count(c->r, (int)c->signal, 0, c->items, c->bytes);
+    receiver_call_end(c->r);
     free(c);
 }
 
@@ -277,21 +284,24 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
     if (strcmp(req->method, "POST") != 0) {
         receiver_sanitize(shown, sizeof(shown), req->method, 16);
         snprintf(message, sizeof(message), "method %s not allowed: gRPC uses POST", shown);
-        answer_status(r, s, path, 405, GRPC_STATUS_UNIMPLEMENTED, message);
+        answer_status(r, s, path, 405, GRPC_STATUS_UNIMPLEMENTED, message, DLOTEL_ERR_UNSUPPORTED,
+                      RECEIVER_SIGNAL_UNKNOWN, req->body.len);
         return;
     }
     const char *ctype = http_request_header(req, "content-type");
     if (!is_grpc_content_type(ctype)) {
         receiver_sanitize(shown, sizeof(shown), ctype != NULL ? ctype : "(none)", 48);
         snprintf(message, sizeof(message), "invalid gRPC content-type %s", shown);
-        answer_status(r, s, path, 415, GRPC_STATUS_INTERNAL, message);
+        answer_status(r, s, path, 415, GRPC_STATUS_INTERNAL, message, DLOTEL_ERR_UNSUPPORTED,
+                      RECEIVER_SIGNAL_UNKNOWN, req->body.len);
         return;
     }
     enum otlp_signal sig;
     if (!find_method(path, &sig)) {
         receiver_sanitize(shown, sizeof(shown), path, 72);
         snprintf(message, sizeof(message), "unknown method %s", shown);
-        answer_status(r, s, path, 200, GRPC_STATUS_UNIMPLEMENTED, message);
+        answer_status(r, s, path, 200, GRPC_STATUS_UNIMPLEMENTED, message, DLOTEL_ERR_UNSUPPORTED,
+                      RECEIVER_SIGNAL_UNKNOWN, req->body.len);
         return;
     }
     enum codec codec = CODEC_NONE;
@@ -300,12 +310,15 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
         receiver_sanitize(shown, sizeof(shown), genc, 48);
         snprintf(message, sizeof(message),
                  "grpc-encoding %s not supported: use " GRPC_ACCEPT_ENCODING, shown);
-        answer_status(r, s, path, 200, GRPC_STATUS_UNIMPLEMENTED, message);
+        answer_status(r, s, path, 200, GRPC_STATUS_UNIMPLEMENTED, message, DLOTEL_ERR_UNSUPPORTED,
+                      (int)sig, req->body.len);
         return;
     }
     if (req->body_too_large) {
-        answer_status(r, s, path, 200, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                      "message larger than 4194304 bytes");
+        snprintf(message, sizeof(message), "message larger than %llu bytes",
+                 (unsigned long long)r->max_request);
+        answer_status(r, s, path, 200, GRPC_STATUS_RESOURCE_EXHAUSTED, message,
+                      DLOTEL_ERR_TOO_LARGE, (int)sig, 0);
         return;
     }
 
@@ -313,9 +326,18 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
     const uint8_t *msg;
     size_t msg_len;
     const char *why = NULL;
-    int rc = grpc_frame_parse(data, req->body.len, codec, &r->inflated, &msg, &msg_len, &why);
+    int rc = grpc_frame_parse_max(data, req->body.len, codec, r->max_request, &r->inflated, &msg,
+                                  &msg_len, &why);
     if (rc != 0) {
-        answer_status(r, s, path, 200, grpc_status_from_error(rc, true), why);
+        if (rc == DLOTEL_ERR_TOO_LARGE) {
+            /* The limit is configurable: name the real one, not the framing layer's default. */
+            snprintf(message, sizeof(message), "%smessage larger than %llu bytes",
+                     strncmp(why, "decompressed", 12) == 0 ? "decompressed " : "",
+                     (unsigned long long)r->max_request);
+            why = message;
+        }
+        answer_status(r, s, path, 200, grpc_status_from_error(rc, true), why, rc, (int)sig,
+                      req->body.len);
         receiver_recycle(r);
         return;
     }
@@ -326,35 +348,51 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
     if (rc != 0) {
         snprintf(message, sizeof(message), "invalid request at byte %zu: %s", oerr.offset,
                  oerr.message != NULL ? oerr.message : "malformed");
-        answer_status(r, s, path, 200, grpc_status_from_error(rc, false), message);
+        answer_status(r, s, path, 200, grpc_status_from_error(rc, false), message, rc, (int)sig,
+                      req->body.len);
         receiver_recycle(r);
         return;
     }
 
     struct call *c = malloc(sizeof(*c));
     if (c == NULL) {
-        answer_status(r, s, path, 200, GRPC_STATUS_UNAVAILABLE, "out of memory");
+        answer_status(r, s, path, 200, GRPC_STATUS_UNAVAILABLE, "out of memory", DLOTEL_ERR_NOMEM,
+                      (int)sig, req->body.len);
         receiver_recycle(r);
         return;
     }
     *c = (struct call){
         .r = r, .stream = s, .signal = sig, .items = counts.items, .bytes = req->body.len};
     /* |req| (and |msg|, when it points into the body) may be gone after this call. */
+    receiver_call_begin(r);
     pipeline_submit(r->pipeline, sig, msg, msg_len, &counts, on_done, c);
     receiver_recycle(r);
 }
 
-int receiver_otlp_grpc_new(struct receiver **out, uv_loop_t *loop, const char *host, uint16_t port,
-                           struct pipeline *p)
+int receiver_otlp_grpc_new_opts(struct receiver **out, uv_loop_t *loop, const char *host,
+                                uint16_t port, struct pipeline *p,
+                                const struct receiver_options *ro)
 {
+    uint64_t max =
+        ro != NULL && ro->max_request_bytes != 0 ? ro->max_request_bytes : GRPC_MAX_MESSAGE;
+    /* A message's length prefix is 32 bits. */
+    if (max > UINT32_MAX) {
+        return DLOTEL_ERR_INVALID_ARG;
+    }
     struct http_listen_options o = {
         .host = host,
         .port = port,
         .http1 = false,
         .http2 = true,
-        .max_body = GRPC_MAX_BODY,
+        .max_body = (size_t)(max + GRPC_MAX_BODY - GRPC_MAX_MESSAGE),
         .handler = on_request,
     };
     /* Nothing is converted on this path: a gRPC message is protobuf already. */
-    return receiver_start(out, "otlp_grpc", loop, p, &o, GRPC_MAX_MESSAGE, 0);
+    return receiver_start(out, "otlp_grpc", loop, p, &o, (size_t)max, 0, max);
+}
+
+int receiver_otlp_grpc_new(struct receiver **out, uv_loop_t *loop, const char *host, uint16_t port,
+                           struct pipeline *p)
+{
+    return receiver_otlp_grpc_new_opts(out, loop, host, port, p, NULL);
 }

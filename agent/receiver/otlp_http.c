@@ -99,8 +99,10 @@ static bool parse_content_type(const char *v, bool *json)
  * code goes into the google.rpc.Status body). Consumes |s|.
  */
 static void answer_error(struct receiver *r, struct http_stream *s, const char *method,
-                         const char *target, bool json, int status, int err, const char *message)
+                         const char *target, bool json, int status, int err, const char *message,
+                         int sig, uint64_t items, uint64_t bytes)
 {
+    receiver_count(r, sig, err, items, bytes);
     /* |method| and |target| belong to the request, which http_respond() releases. */
     char m[16], t[96];
     receiver_sanitize(m, sizeof(m), method, 15);
@@ -153,7 +155,8 @@ static void on_done(void *userdata, int status, const char *detail)
         snprintf(message, sizeof(message), "request not exported: %s",
                  detail != NULL ? detail : dlotel_strerror(status));
         answer_error(c->r, c->stream, "POST", target, c->json, receiver_http_status(status), status,
-                     message);
+                     message, (int)c->signal, c->items, c->bytes);
+        receiver_call_end(c->r);
         free(c);
         return;
     }
@@ -173,6 +176,8 @@ static void on_done(void *userdata, int status, const char *detail)
     buf_cleanup(&body);
     log_debug(c->r->name, "POST %s -> 200 (%s, %llu items, %zu bytes)", target,
               c->json ? "json" : "protobuf", (unsigned long long)c->items, c->bytes);
+    receiver_count(c->r, (int)c->signal, 0, c->items, c->bytes);
+    receiver_call_end(c->r);
     free(c);
 }
 
@@ -194,20 +199,23 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
         receiver_sanitize(shown, sizeof(shown), target, 48);
         snprintf(message, sizeof(message),
                  "unknown path %s: OTLP/HTTP serves /v1/traces, /v1/metrics and /v1/logs", shown);
-        answer_error(r, s, method, target, json, 404, DLOTEL_ERR_NOT_FOUND, message);
+        answer_error(r, s, method, target, json, 404, DLOTEL_ERR_NOT_FOUND, message,
+                     RECEIVER_SIGNAL_UNKNOWN, 0, req->body.len);
         return;
     }
     if (strcmp(method, "POST") != 0) {
         receiver_sanitize(shown, sizeof(shown), method, 16);
         snprintf(message, sizeof(message), "method %s not allowed: use POST", shown);
-        answer_error(r, s, method, target, json, 405, DLOTEL_ERR_UNSUPPORTED, message);
+        answer_error(r, s, method, target, json, 405, DLOTEL_ERR_UNSUPPORTED, message, (int)sig, 0,
+                     req->body.len);
         return;
     }
     if (!ctype_ok) {
         receiver_sanitize(shown, sizeof(shown), ctype != NULL ? ctype : "(none)", 48);
         snprintf(message, sizeof(message),
                  "unsupported content-type %s: use " CT_PROTOBUF " or " CT_JSON, shown);
-        answer_error(r, s, method, target, json, 415, DLOTEL_ERR_UNSUPPORTED, message);
+        answer_error(r, s, method, target, json, 415, DLOTEL_ERR_UNSUPPORTED, message, (int)sig, 0,
+                     req->body.len);
         return;
     }
     enum codec codec = CODEC_NONE;
@@ -220,13 +228,16 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
             receiver_sanitize(shown, sizeof(shown), cenc, 48);
             snprintf(message, sizeof(message),
                      "unsupported content-encoding %s: use gzip, zstd or identity", shown);
-            answer_error(r, s, method, target, json, 415, DLOTEL_ERR_UNSUPPORTED, message);
+            answer_error(r, s, method, target, json, 415, DLOTEL_ERR_UNSUPPORTED, message, (int)sig,
+                         0, req->body.len);
             return;
         }
     }
     if (req->body_too_large) {
-        answer_error(r, s, method, target, json, 413, DLOTEL_ERR_TOO_LARGE,
-                     "request body larger than 20971520 bytes");
+        snprintf(message, sizeof(message), "request body larger than %llu bytes",
+                 (unsigned long long)r->max_request);
+        answer_error(r, s, method, target, json, 413, DLOTEL_ERR_TOO_LARGE, message, (int)sig, 0,
+                     0);
         return;
     }
 
@@ -241,15 +252,16 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
         if (rc != 0) {
             if (rc == DLOTEL_ERR_TOO_LARGE) {
                 snprintf(message, sizeof(message),
-                         "request body larger than 20971520 bytes after %s decompression",
-                         codec_name(codec));
+                         "request body larger than %llu bytes after %s decompression",
+                         (unsigned long long)r->max_request, codec_name(codec));
             } else if (rc == DLOTEL_ERR_BAD_INPUT) {
                 snprintf(message, sizeof(message), "malformed %s body", codec_name(codec));
             } else {
                 snprintf(message, sizeof(message), "cannot decompress the body: %s",
                          dlotel_strerror(rc));
             }
-            answer_error(r, s, method, target, json, receiver_http_status(rc), rc, message);
+            answer_error(r, s, method, target, json, receiver_http_status(rc), rc, message,
+                         (int)sig, 0, wire_len);
             receiver_recycle(r);
             return;
         }
@@ -270,7 +282,8 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
                 snprintf(message, sizeof(message), "cannot decode the request: %s",
                          dlotel_strerror(rc));
             }
-            answer_error(r, s, method, target, json, receiver_http_status(rc), rc, message);
+            answer_error(r, s, method, target, json, receiver_http_status(rc), rc, message,
+                         (int)sig, 0, wire_len);
             receiver_recycle(r);
             return;
         }
@@ -289,35 +302,49 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
             snprintf(message, sizeof(message), "invalid protobuf request at byte %zu: %s",
                      oerr.offset, why);
         }
-        answer_error(r, s, method, target, json, 400, DLOTEL_ERR_BAD_INPUT, message);
+        answer_error(r, s, method, target, json, 400, DLOTEL_ERR_BAD_INPUT, message, (int)sig, 0,
+                     wire_len);
         receiver_recycle(r);
         return;
     }
 
     struct call *c = malloc(sizeof(*c));
     if (c == NULL) {
-        answer_error(r, s, method, target, json, 503, DLOTEL_ERR_NOMEM, "out of memory");
+        answer_error(r, s, method, target, json, 503, DLOTEL_ERR_NOMEM, "out of memory", (int)sig,
+                     counts.items, wire_len);
         receiver_recycle(r);
         return;
     }
     *c = (struct call){
         .r = r, .stream = s, .signal = sig, .json = json, .items = counts.items, .bytes = wire_len};
     /* |req| (and with it |data|, when it points into the body) may be gone after this call. */
+    receiver_call_begin(r);
     pipeline_submit(r->pipeline, sig, data, len, &counts, on_done, c);
     receiver_recycle(r);
 }
 
-int receiver_otlp_http_new(struct receiver **out, uv_loop_t *loop, const char *host, uint16_t port,
-                           struct pipeline *p)
+int receiver_otlp_http_new_opts(struct receiver **out, uv_loop_t *loop, const char *host,
+                                uint16_t port, struct pipeline *p,
+                                const struct receiver_options *ro)
 {
+    uint64_t max =
+        ro != NULL && ro->max_request_bytes != 0 ? ro->max_request_bytes : RECEIVER_HTTP_MAX_BODY;
+    if (max > SIZE_MAX / 2) {
+        return DLOTEL_ERR_INVALID_ARG;
+    }
     struct http_listen_options o = {
         .host = host,
         .port = port,
         .http1 = true,
         .http2 = true,
-        .max_body = RECEIVER_HTTP_MAX_BODY,
+        .max_body = (size_t)max,
         .handler = on_request,
     };
-    return receiver_start(out, "otlp_http", loop, p, &o, RECEIVER_HTTP_MAX_BODY,
-                          RECEIVER_HTTP_MAX_BODY);
+    return receiver_start(out, "otlp_http", loop, p, &o, (size_t)max, (size_t)max, max);
+}
+
+int receiver_otlp_http_new(struct receiver **out, uv_loop_t *loop, const char *host, uint16_t port,
+                           struct pipeline *p)
+{
+    return receiver_otlp_http_new_opts(out, loop, host, port, p, NULL);
 }

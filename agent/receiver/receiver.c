@@ -17,7 +17,8 @@
 #define RECEIVER_ARENA_MAX ((size_t)256 * 1024 * 1024)
 
 int receiver_start(struct receiver **out, const char *name, uv_loop_t *loop, struct pipeline *p,
-                   struct http_listen_options *o, size_t inflated_max, size_t converted_max)
+                   struct http_listen_options *o, size_t inflated_max, size_t converted_max,
+                   uint64_t max_request)
 {
     struct receiver *r = calloc(1, sizeof(*r));
     if (r == NULL) {
@@ -26,6 +27,8 @@ int receiver_start(struct receiver **out, const char *name, uv_loop_t *loop, str
     r->name = name;
     r->loop = loop;
     r->pipeline = p;
+    r->max_request = max_request;
+    r->stats.name = name;
     buf_init(&r->inflated, inflated_max);
     buf_init(&r->converted, converted_max);
     arena_init(&r->arena, RECEIVER_ARENA_MAX);
@@ -42,7 +45,7 @@ int receiver_start(struct receiver **out, const char *name, uv_loop_t *loop, str
 
 uint16_t receiver_port(const struct receiver *r)
 {
-    return http_server_port(r->server);
+    return r->server != NULL ? http_server_port(r->server) : 0;
 }
 
 const char *receiver_name(const struct receiver *r)
@@ -98,14 +101,92 @@ void receiver_sanitize(char *out, size_t outlen, const char *s, size_t max)
     out[j] = '\0';
 }
 
+static const char *const outcome_names[RECEIVER_OUTCOME_COUNT] = {
+    "accepted", "invalid", "too_large", "unsupported", "full", "unavailable", "failed",
+};
+
+const char *receiver_outcome_name(enum receiver_outcome o)
+{
+    return (unsigned)o < RECEIVER_OUTCOME_COUNT ? outcome_names[o] : "failed";
+}
+
+enum receiver_outcome receiver_outcome_from_error(int err)
+{
+    /* The same classes as receiver_http_status() and grpc_status_from_error(). */
+    switch (err) {
+    case DLOTEL_OK:
+        return RECEIVER_ACCEPTED;
+    case DLOTEL_ERR_BAD_INPUT:
+        return RECEIVER_REFUSED_INVALID;
+    case DLOTEL_ERR_TOO_LARGE:
+        return RECEIVER_REFUSED_TOO_LARGE;
+    case DLOTEL_ERR_UNSUPPORTED:
+    case DLOTEL_ERR_NOT_FOUND:
+        return RECEIVER_REFUSED_UNSUPPORTED;
+    case DLOTEL_ERR_FULL:
+        return RECEIVER_REFUSED_FULL;
+    case DLOTEL_ERR_NOMEM:
+    case DLOTEL_ERR_IO:
+    case DLOTEL_ERR_CLOSED:
+    case DLOTEL_ERR_TIMEOUT:
+        return RECEIVER_REFUSED_UNAVAILABLE;
+    default:
+        return RECEIVER_REFUSED_FAILED;
+    }
+}
+
+void receiver_count(struct receiver *r, int sig, int err, uint64_t items, uint64_t bytes)
+{
+    if (sig < 0 || sig > RECEIVER_SIGNAL_UNKNOWN) {
+        sig = RECEIVER_SIGNAL_UNKNOWN;
+    }
+    enum receiver_outcome o = receiver_outcome_from_error(err);
+    r->stats.requests[sig][o]++;
+    r->stats.items[sig][o] += items;
+    r->stats.bytes[sig][o] += bytes;
+}
+
+void receiver_get_stats(const struct receiver *r, struct receiver_stats *out)
+{
+    *out = r->stats;
+    out->port = r->closing ? 0 : receiver_port(r);
+}
+
+static void receiver_release(struct receiver *r)
+{
+    buf_cleanup(&r->inflated);
+    buf_cleanup(&r->converted);
+    arena_cleanup(&r->arena);
+}
+
+void receiver_call_begin(struct receiver *r)
+{
+    r->stats.in_flight++;
+}
+
+void receiver_call_end(struct receiver *r)
+{
+    r->stats.in_flight--;
+    if (r->closing && r->stats.in_flight == 0) {
+        free(r);
+    }
+}
+
 void receiver_free(struct receiver *r)
 {
     if (r == NULL) {
         return;
     }
     http_server_free(r->server);
-    buf_cleanup(&r->inflated);
-    buf_cleanup(&r->converted);
-    arena_cleanup(&r->arena);
+    r->server = NULL;
+    receiver_release(r);
+    if (r->stats.in_flight > 0) {
+        /*
+         * The pipeline still holds calls (waiting for a group fdatasync) whose answers read the
+         * receiver: keep it until the last one is answered (receiver_call_end()).
+         */
+        r->closing = true;
+        return;
+    }
     free(r);
 }

@@ -12,11 +12,23 @@
 
 #include <uv.h>
 
+#include "otlp/otlp.h"
+
 struct pipeline;
 struct receiver;
 
 /* The largest OTLP/HTTP body, before and after decompression (DESIGN.md section 4). */
 #define RECEIVER_HTTP_MAX_BODY ((size_t)20 * 1024 * 1024)
+
+/* Settings beyond the address; zero fields take the defaults. */
+struct receiver_options {
+    /*
+     * The largest request accepted, before and after decompression (and, for OTLP/JSON, as
+     * protobuf): the config's receivers.http_max_body_size (default RECEIVER_HTTP_MAX_BODY) or
+     * receivers.grpc_max_message_size (one gRPC message; default GRPC_MAX_MESSAGE, 4 MiB).
+     */
+    uint64_t max_request_bytes;
+};
 
 /*
  * Starts an OTLP/gRPC receiver (HTTP/2 cleartext with prior knowledge) on |host|:|port| that
@@ -37,6 +49,14 @@ int receiver_otlp_grpc_new(struct receiver **out, uv_loop_t *loop, const char *h
 int receiver_otlp_http_new(struct receiver **out, uv_loop_t *loop, const char *host, uint16_t port,
                            struct pipeline *p);
 
+/* As the two above, with |o| (NULL: defaults). */
+int receiver_otlp_grpc_new_opts(struct receiver **out, uv_loop_t *loop, const char *host,
+                                uint16_t port, struct pipeline *p,
+                                const struct receiver_options *o);
+int receiver_otlp_http_new_opts(struct receiver **out, uv_loop_t *loop, const char *host,
+                                uint16_t port, struct pipeline *p,
+                                const struct receiver_options *o);
+
 /* The bound port. */
 uint16_t receiver_port(const struct receiver *r);
 
@@ -44,9 +64,48 @@ uint16_t receiver_port(const struct receiver *r);
 const char *receiver_name(const struct receiver *r);
 
 /*
- * Stops accepting, closes the connections (requests not yet answered are abandoned) and frees
- * the receiver; libuv finishes closing the handles on the next turns of the loop, so keep running
- * the loop until it is empty. NULL is a no-op.
+ * What became of a request, for the counters and the labels of /metrics. A request is counted
+ * once, when it is answered.
+ */
+enum receiver_outcome {
+    RECEIVER_ACCEPTED = 0,        /* 200 / OK: every exporter of its signal has it. */
+    RECEIVER_REFUSED_INVALID,     /* 400 / INVALID_ARGUMENT, INTERNAL: not a valid request. */
+    RECEIVER_REFUSED_TOO_LARGE,   /* 413 / RESOURCE_EXHAUSTED without RetryInfo. */
+    RECEIVER_REFUSED_UNSUPPORTED, /* 404, 405, 415 / UNIMPLEMENTED: path, method, type, encoding. */
+    RECEIVER_REFUSED_FULL,        /* 429 / RESOURCE_EXHAUSTED + RetryInfo: queues full (shed). */
+    RECEIVER_REFUSED_UNAVAILABLE, /* 503 / UNAVAILABLE: disk queue write failed, stopping... */
+    RECEIVER_REFUSED_FAILED,      /* 500 / INTERNAL, anything else. */
+    RECEIVER_OUTCOME_COUNT,
+};
+
+/* "accepted", "invalid", "too_large", "unsupported", "full", "unavailable", "failed". */
+const char *receiver_outcome_name(enum receiver_outcome o);
+
+/* The outcome a dlotel_error answer counts as (0 is RECEIVER_ACCEPTED). */
+enum receiver_outcome receiver_outcome_from_error(int err);
+
+/* The signal index of requests whose path or method named no signal. */
+#define RECEIVER_SIGNAL_UNKNOWN OTLP_SIGNAL_COUNT
+
+/* Counters of one receiver since it started. Indexed [signal][outcome]. */
+struct receiver_stats {
+    const char *name; /* "otlp_grpc", "otlp_http": static. */
+    uint16_t port;
+    uint64_t requests[OTLP_SIGNAL_COUNT + 1][RECEIVER_OUTCOME_COUNT];
+    uint64_t items[OTLP_SIGNAL_COUNT + 1][RECEIVER_OUTCOME_COUNT]; /* As far as counted. */
+    uint64_t bytes[OTLP_SIGNAL_COUNT + 1][RECEIVER_OUTCOME_COUNT]; /* As received (encoded). */
+    uint64_t in_flight; /* Now: handed to the pipeline, not answered yet. */
+};
+
+/* Copies |r|'s counters into |out|. */
+void receiver_get_stats(const struct receiver *r, struct receiver_stats *out);
+
+/*
+ * Stops accepting, closes the connections and frees the receiver; libuv finishes closing the
+ * handles on the next turns of the loop, so keep running the loop until it is empty. Requests
+ * the pipeline has not answered yet keep the receiver's memory until it does (their client has
+ * gone with the connection, so the answer is dropped); the pipeline must outlive them, which
+ * pipeline_free() ensures by answering everything it holds. NULL is a no-op.
  */
 void receiver_free(struct receiver *r);
 

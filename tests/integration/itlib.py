@@ -72,8 +72,9 @@ def tail(path, limit=4000):
 class Agent:
     """One `dlotel agent` process on ephemeral ports, with a file exporter into |workdir|."""
 
-    def __init__(self, workdir, extra_args=()):
+    def __init__(self, workdir, extra_args=(), env=None):
         self.workdir = str(workdir)
+        self.env = env  # None: the test process's environment
         self.out_path = os.path.join(self.workdir, "out.jsonl")
         self.ready_path = os.path.join(self.workdir, "ready.json")
         self.log_path = os.path.join(self.workdir, "agent.log")
@@ -81,18 +82,31 @@ class Agent:
         self.proc = None
         self.grpc_port = None
         self.http_port = None
+        self.admin_port = None
         self.returncode = None
 
+    def exporter_args(self):
+        """The exporters of this agent: a file exporter into the work directory."""
+        return ["--exporter", "file", "--file-path", self.out_path]
+
     def start(self):
+        # The admin endpoint on a free port and the state (disk queues) in the test's own
+        # directory, so that agents of parallel tests share nothing.
         args = [dlotel_bin(), "agent",
                 "--grpc-endpoint", "127.0.0.1:0",
                 "--http-endpoint", "127.0.0.1:0",
-                "--exporter", "file", "--file-path", self.out_path,
+                "--admin-endpoint", "127.0.0.1:0",
+                "--state-dir", os.path.join(self.workdir, "state")] + self.exporter_args() + [
                 "--ready-file", self.ready_path,
                 "--log-level", "info"] + self.extra_args
-        self.log = open(self.log_path, "wb")
+        # A restart in the same directory must not read the last run's ready file.
+        if os.path.exists(self.ready_path):
+            os.unlink(self.ready_path)
+        self.returncode = None
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                     env=self.env)
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             if self.proc.poll() is not None:
@@ -119,6 +133,7 @@ class Agent:
         assert ready.get("pid") == self.proc.pid, f"ready file pid {ready} != {self.proc.pid}"
         self.grpc_port = int(ready["grpc_port"])
         self.http_port = int(ready["http_port"])
+        self.admin_port = int(ready["admin_port"]) if "admin_port" in ready else None
         assert 0 < self.grpc_port < 65536 and 0 < self.http_port < 65536, ready
         assert self.grpc_port != self.http_port, ready
         return self
