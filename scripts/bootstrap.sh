@@ -14,6 +14,7 @@ packages=(
     libjansson-dev libyaml-dev zlib1g-dev libzstd-dev libjwt-dev
     libprotobuf-c-dev protobuf-c-compiler libcmocka-dev
     python3 python3-pytest python3-grpcio python3-requests python3-websockets python3-setuptools
+    python3-venv python3-pip openssl util-linux procps
     valgrind zstd
 )
 
