@@ -49,10 +49,23 @@ struct exporter_ops {
      * Upstream exporters (otlp_http, otlp_grpc) set |send| instead of |export|: the pipeline
      * queues and batches for them, then sends one batch at a time through here. |pb| is one
      * encoded Export*ServiceRequest of |items| items, owned by the caller and valid until |done|
-     * runs. Returns 0 (|done| will be called) or a dlotel_error (it will not).
+     * runs. Returns 0 (|done| will be called exactly once, also when the exporter is destroyed
+     * with the send in flight: then from destroy or after it, with EXPORT_RETRY) or a
+     * dlotel_error (it will not).
      */
     int (*send)(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
                 uint64_t items, export_done_fn done, void *userdata);
+    /*
+     * Exporters that store (sink) set |export_async| besides |export|: the request is copied
+     * and |done| is called later, on the loop thread, once it is durable (outcome EXPORT_OK),
+     * refused for good (EXPORT_PERMANENT: it does not decode) or not stored for now
+     * (EXPORT_RETRY: the store failed or its queue is full), with a message. A pipeline that
+     * awaits |done| before answering the client gives the client a 200 only for durable data.
+     * Returns 0 (|done| will be called, never from inside this call) or a dlotel_error (it
+     * will not). |counts| may be NULL.
+     */
+    int (*export_async)(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
+                        const struct otlp_counts *counts, export_done_fn done, void *userdata);
     void (*flush)(struct exporter *e);
     void (*destroy)(struct exporter *e); /* Frees the exporter's own state and |e|. */
 };
@@ -118,9 +131,11 @@ struct otlp_exporter_options {
  * connections shared by every exporter on the loop, proxies from http_proxy / https_proxy /
  * no_proxy as libcurl reads them. All of send()'s work and its |done| run on |loop|'s thread.
  *
- * destroy() abandons sends still in flight without calling their |done| (the pipeline stops its
- * senders first); memory still in use by the thread pool or libuv handles goes once the loop has
- * run again.
+ * Every send() that returned 0 is answered exactly once. destroy() answers the sends still in
+ * flight with EXPORT_RETRY "exporter closed": a transfer at once, from inside destroy(); a send
+ * whose body is still being compressed on the thread pool later, from the loop, when the pool has
+ * finished with |pb| (so |pb| must stay valid until then, as for any send). The exporter's memory
+ * still in use by the thread pool or libuv handles goes once the loop has run again.
  *
  * Returns 0; DLOTEL_ERR_INVALID_ARG (no or non-http(s) endpoint, a header name that is not a
  * token or a value with CR, LF or NUL, an unknown compression); DLOTEL_ERR_NOMEM;
@@ -137,5 +152,36 @@ int exporter_otlp_http_new(struct exporter **out, struct uv_loop_s *loop,
  */
 int exporter_otlp_grpc_new(struct exporter **out, struct uv_loop_s *loop,
                            const struct otlp_exporter_options *o);
+
+/*
+ * The sink exporter (agent/exporter/sink.c): stores requests locally through the DuckDB sink
+ * module (agent/sink/sink_module.h), which it loads with dlopen from |module_path| (NULL: the
+ * loader's search, sink_loader_find()), so that a process without a sink never maps libduckdb.
+ * |o| (fill it with sink_options_init() from sink/sink_module.h) is copied; o->log NULL sends the
+ * module's log lines to this process's log as component "sink".
+ *
+ * Ops: export_async (the durable path: |done| on |loop| after the group commit), export (the
+ * same, waiting on the calling thread for the commit, for pipelines that only call export), and
+ * flush (asks the module to write the hot rows to Parquet soon, without blocking). Every
+ * export_async that returned 0 is answered exactly once: destroy() stores everything queued,
+ * answers what is still pending from inside destroy() with its real outcome, flushes to Parquet,
+ * closes DuckDB and unloads the module. Memory in use by the libuv handle goes once |loop| has
+ * run again.
+ *
+ * Returns 0; DLOTEL_ERR_MODULE (the module cannot be loaded), or open()'s codes
+ * (DLOTEL_ERR_INVALID_ARG, DLOTEL_ERR_IO, ...), with a sentence in |detail| (size
+ * |detail_len|, may be NULL); DLOTEL_ERR_NOMEM. |*out| is untouched on failure.
+ */
+struct sink_options;
+struct sink;
+struct sink_module_api;
+int exporter_sink_new(struct exporter **out, struct uv_loop_s *loop, const struct sink_options *o,
+                      const char *module_path, char *detail, size_t detail_len);
+
+/*
+ * The store behind a sink exporter, for the query API (query, stats, flush, maintain through
+ * |*api|): valid until the exporter is destroyed. Returns NULL when |e| is not a sink exporter.
+ */
+struct sink *exporter_sink_store(struct exporter *e, const struct sink_module_api **api);
 
 #endif
