@@ -157,8 +157,10 @@ int sink_loader_open(struct sink_loader **out, const char *path, char *detail, s
         rv = DLOTEL_ERR_MODULE;
         goto fail_module;
     }
-    if (api->probe == NULL) {
-        set_detail(detail, detail_len, "sink module %s lacks the probe callback", l->path);
+    if (api->probe == NULL || api->open == NULL || api->close == NULL || api->append == NULL ||
+        api->flush == NULL || api->request_flush == NULL || api->maintain == NULL ||
+        api->query == NULL || api->stats == NULL) {
+        set_detail(detail, detail_len, "sink module %s lacks a callback", l->path);
         rv = DLOTEL_ERR_MODULE;
         goto fail_module;
     }

@@ -1,7 +1,8 @@
 /*
- * libdlotel_sink.so: the one place that links DuckDB. For now it holds only the probe that proves
- * the module builds, loads and runs DuckDB; the sink's writer, schema and SQL sandbox
- * (DESIGN.md section 5) arrive here later behind the same entry point.
+ * libdlotel_sink.so: the one place that links DuckDB. This file holds the entry point and the
+ * probe; the sink itself is in sink_store.c (open, close, the writer thread, group commit),
+ * sink_rows.c (OTLP to rows), sink_flush.c (Parquet, recovery, compaction, retention),
+ * sink_sql.c (the SQL sandbox) and sink_schema.c (tables and views).
  */
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <duckdb.h>
 
 #include "dlotel.h"
+#include "sink/sink_int.h"
 #include "sink/sink_module.h"
 
 /*
@@ -92,6 +94,14 @@ static const struct sink_module_api api = {
     .struct_size = (uint32_t)sizeof(struct sink_module_api),
     .name = "dlotel_sink",
     .probe = probe,
+    .open = sink_store_open,
+    .close = sink_store_close,
+    .append = sink_store_append,
+    .flush = sink_store_flush,
+    .request_flush = sink_store_request_flush,
+    .maintain = sink_store_maintain,
+    .query = sink_store_query,
+    .stats = sink_store_stats,
 };
 
 SINK_EXPORT const struct sink_module_api *dlotel_sink_module_api(void);

@@ -1,0 +1,294 @@
+/*
+ * Text forms of OTLP values for the sink's columns: JSON for events, links, exemplars and
+ * non-string log bodies; plain text for the values of the attribute maps; hex for ids.
+ *
+ * Strings from a decoded request are valid UTF-8 (otlp_scan checks every string field), so JSON
+ * escaping only needs the characters JSON forbids raw: the quote, the backslash and controls.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dlotel.h"
+#include "sink/sink_int.h"
+
+static const char hexdigits[] = "0123456789abcdef";
+
+int sink_json_str(struct buf *b, const char *s, size_t n)
+{
+    /* Worst case \u00XX for every byte, plus the quotes: reserve once, then write. */
+    if (n > (SIZE_MAX - 2) / 6) {
+        return DLOTEL_ERR_TOO_LARGE;
+    }
+    int rc = buf_reserve(b, n * 6 + 2);
+    if (rc != 0) {
+        /* The worst case may not fit while the real text does: fall back to byte appends. */
+        rc = buf_reserve(b, n + 2);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    rc = buf_putc(b, '"');
+    size_t start = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        if (i > start) {
+            rc = buf_append(b, s + start, i - start);
+        }
+        start = i + 1;
+        if (rc != 0) {
+            break;
+        }
+        switch (c) {
+        case '"':
+            rc = buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            rc = buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            rc = buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            rc = buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            rc = buf_append(b, "\\t", 2);
+            break;
+        default: {
+            char esc[6] = {'\\', 'u', '0', '0', hexdigits[c >> 4], hexdigits[c & 15]};
+            rc = buf_append(b, esc, sizeof(esc));
+        }
+        }
+    }
+    if (rc == 0 && n > start) {
+        rc = buf_append(b, s + start, n - start);
+    }
+    return rc == 0 ? buf_putc(b, '"') : rc;
+}
+
+int sink_double_text(struct buf *b, double d)
+{
+    if (isnan(d)) {
+        return buf_append(b, "NaN", 3);
+    }
+    if (isinf(d)) {
+        return d > 0 ? buf_append(b, "Infinity", 8) : buf_append(b, "-Infinity", 9);
+    }
+    /* The shortest of 15, 16 or 17 significant digits that reads back as the same double. */
+    char tmp[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+        if (prec == 17 || strtod(tmp, NULL) == d) {
+            break;
+        }
+    }
+    return buf_append(b, tmp, strlen(tmp));
+}
+
+int sink_json_double(struct buf *b, double d)
+{
+    if (!isfinite(d)) {
+        return buf_append(b, "null", 4);
+    }
+    return sink_double_text(b, d);
+}
+
+static int base64(struct buf *b, const uint8_t *p, size_t n)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    int rc = buf_reserve(b, (n + 2) / 3 * 4);
+    for (size_t i = 0; rc == 0 && i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        size_t left = n - i;
+        if (left > 1) {
+            v |= (uint32_t)p[i + 1] << 8;
+        }
+        if (left > 2) {
+            v |= p[i + 2];
+        }
+        char out[4] = {tbl[(v >> 18) & 63], tbl[(v >> 12) & 63],
+                       left > 1 ? tbl[(v >> 6) & 63] : '=', left > 2 ? tbl[v & 63] : '='};
+        rc = buf_append(b, out, 4);
+    }
+    return rc;
+}
+
+int sink_hex(struct buf *b, const uint8_t *p, size_t n)
+{
+    int rc = buf_reserve(b, n * 2);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char two[2] = {hexdigits[p[i] >> 4], hexdigits[p[i] & 15]};
+        rc = buf_append(b, two, 2);
+    }
+    return rc;
+}
+
+void sink_hex_id(char *out, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexdigits[p[i] >> 4];
+        out[2 * i + 1] = hexdigits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/*
+ * Whether kv[i]'s key already appeared in kv[0..i-1]. Attribute lists are short (tens), so the
+ * quadratic scan is cheaper than hashing; a hostile request with thousands of keys is bounded
+ * by the request size limit and pays for itself.
+ */
+static int seen_before(sink_keyvalue *const *kv, size_t i)
+{
+    const char *k = kv[i]->key;
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(kv[j]->key, k) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int sink_json_attributes(struct buf *b, sink_keyvalue *const *kv, size_t n)
+{
+    int rc = buf_putc(b, '{');
+    bool first = true;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (kv[i] == NULL || kv[i]->key == NULL || (n <= 256 && seen_before(kv, i))) {
+            continue;
+        }
+        if (!first) {
+            rc = buf_putc(b, ',');
+        }
+        first = false;
+        if (rc == 0) {
+            rc = sink_json_str(b, kv[i]->key, strlen(kv[i]->key));
+        }
+        if (rc == 0) {
+            rc = buf_putc(b, ':');
+        }
+        if (rc == 0) {
+            rc = sink_json_anyvalue(b, kv[i]->value);
+        }
+    }
+    return rc == 0 ? buf_putc(b, '}') : rc;
+}
+
+int sink_json_anyvalue(struct buf *b, const sink_anyvalue *v)
+{
+    if (v == NULL) {
+        return buf_append(b, "null", 4);
+    }
+    switch (v->value_case) {
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
+        return sink_json_str(b, v->string_value, strlen(v->string_value));
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE:
+        return v->bool_value ? buf_append(b, "true", 4) : buf_append(b, "false", 5);
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
+        return buf_printf(b, "%" PRId64, v->int_value);
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
+        return sink_json_double(b, v->double_value);
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE: {
+        int rc = buf_putc(b, '"');
+        if (rc == 0) {
+            rc = base64(b, v->bytes_value.data, v->bytes_value.len);
+        }
+        return rc == 0 ? buf_putc(b, '"') : rc;
+    }
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE: {
+        /* Nesting is bounded by OTLP_MAX_DEPTH: otlp_scan refused anything deeper. */
+        const Opentelemetry__Proto__Common__V1__ArrayValue *a = v->array_value;
+        int rc = buf_putc(b, '[');
+        for (size_t i = 0; rc == 0 && a != NULL && i < a->n_values; i++) {
+            if (i > 0) {
+                rc = buf_putc(b, ',');
+            }
+            if (rc == 0) {
+                rc = sink_json_anyvalue(b, a->values[i]);
+            }
+        }
+        return rc == 0 ? buf_putc(b, ']') : rc;
+    }
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE: {
+        const Opentelemetry__Proto__Common__V1__KeyValueList *l = v->kvlist_value;
+        if (l == NULL) {
+            return buf_append(b, "{}", 2);
+        }
+        return sink_json_attributes(b, l->values, l->n_values);
+    }
+    default:
+        return buf_append(b, "null", 4);
+    }
+}
+
+int sink_value_text(struct buf *b, const sink_anyvalue *v)
+{
+    if (v == NULL) {
+        return 1;
+    }
+    switch (v->value_case) {
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
+        return buf_append(b, v->string_value, strlen(v->string_value));
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE:
+        return v->bool_value ? buf_append(b, "true", 4) : buf_append(b, "false", 5);
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
+        return buf_printf(b, "%" PRId64, v->int_value);
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
+        return sink_double_text(b, v->double_value);
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE:
+        return base64(b, v->bytes_value.data, v->bytes_value.len);
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE:
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE:
+        return sink_json_anyvalue(b, v);
+    default:
+        return 1;
+    }
+}
+
+int sink_json_sanitize(struct buf *b, const char *s, size_t n)
+{
+    int rc = buf_reserve(b, n);
+    size_t start = 0;
+    bool in_str = false;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\') {
+                i++; /* Skip the escaped character, whatever it is. */
+            } else if (c == '"') {
+                in_str = false;
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+            continue;
+        }
+        size_t tok = 0;
+        if (c == 'N' && n - i >= 3 && memcmp(s + i, "NaN", 3) == 0) {
+            tok = 3;
+        } else if (c == 'I' && n - i >= 8 && memcmp(s + i, "Infinity", 8) == 0) {
+            tok = 8;
+        } else if (c == '-' && n - i >= 9 && memcmp(s + i, "-Infinity", 9) == 0) {
+            tok = 9;
+        }
+        if (tok == 0) {
+            continue;
+        }
+        rc = buf_append(b, s + start, i - start);
+        if (rc == 0) {
+            rc = buf_append(b, "null", 4);
+        }
+        i += tok - 1;
+        start = i + 1;
+    }
+    if (rc == 0 && n > start) {
+        rc = buf_append(b, s + start, n - start);
+    }
+    return rc;
+}
