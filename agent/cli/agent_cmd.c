@@ -46,6 +46,7 @@
 #include "launcher/control.h"
 #include "pipeline/pipeline.h"
 #include "receiver/receiver.h"
+#include "sink/sink_module.h"
 
 #define NS_PER_S 1000000000ull
 
@@ -263,16 +264,32 @@ static int exporter_build(struct agent *a, const struct config_exporter *ce, str
         }
         break;
     }
-    case CONFIG_EXPORTER_SINK:
+    case CONFIG_EXPORTER_SINK: {
         /*
-         * The sink exporter (agent/exporter/sink.c) plugs in here: construct it from ce and
-         * cfg->sink, like the cases above, once it exists.
+         * The DuckDB sink: libdlotel_sink.so is loaded here, and only here, so an agent that
+         * only forwards never maps libduckdb. The client's 200 waits for the commit
+         * (export_async, awaited by the pipeline).
          */
-        log_error("agent",
-                  "exporter %s: the sink exporter is not built yet; remove it (or set "
-                  "sink.enabled=false) to forward only",
-                  ce->name);
-        return EXIT_USAGE;
+        struct sink_options so;
+        sink_options_init(&so);
+        so.data_dir = a->cfg->sink.data_dir;
+        so.max_rows_per_file = (uint64_t)a->cfg->sink.max_rows_per_file;
+        so.retention_days = (uint32_t)a->cfg->sink.retention_days;
+        char detail[512];
+        rc = exporter_sink_new(out, &a->loop, &so, NULL, detail, sizeof(detail));
+        if (rc != 0 && rc != DLOTEL_ERR_NOMEM) {
+            log_error("agent", "exporter %s: cannot open the sink in %s: %s", ce->name,
+                      so.data_dir != NULL ? so.data_dir : "(no sink.data_dir)", detail);
+            return EXIT_RUNTIME;
+        }
+        if (rc == 0) {
+            log_info("agent", "exporter %s: sink in %s (%" PRId64 " rows per Parquet file, %" PRId64
+                     " days kept)",
+                     ce->name, so.data_dir, a->cfg->sink.max_rows_per_file,
+                     a->cfg->sink.retention_days);
+        }
+        break;
+    }
     default:
         log_error("agent", "exporter %s: unknown type", ce->name);
         return EXIT_USAGE;

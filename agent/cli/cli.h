@@ -60,6 +60,13 @@ int cli_parse_args(struct cli_args *a, enum cli_command cmd, int argc, char **ar
 void cli_args_cleanup(struct cli_args *a);
 
 /*
+ * Appends one setting after those from argv, so it wins over them (`dlotel serve` turns the sink
+ * on this way). |key| and |value| are borrowed and must outlive |a|. Returns 0, or EXIT_RUNTIME
+ * when memory runs out.
+ */
+int cli_args_add_setting(struct cli_args *a, const char *key, const char *value);
+
+/*
  * Builds the finalized configuration from |a| (config_build with the process environment),
  * printing warnings to stderr, and errors too on failure. Returns 0 and sets |*out|, or
  * EXIT_USAGE.

@@ -69,6 +69,11 @@ static int add_setting(struct cli_args *a, const char *key, const char *value)
     return 0;
 }
 
+int cli_args_add_setting(struct cli_args *a, const char *key, const char *value)
+{
+    return add_setting(a, key, value) == 0 ? 0 : EXIT_RUNTIME;
+}
+
 static void add_warning(struct cli_args *a, const char *msg)
 {
     if (a->n_warnings < sizeof(a->warnings) / sizeof(a->warnings[0])) {

@@ -4,7 +4,7 @@
  *   dlotel agent   [options]            the forwarding daemon, in the foreground (agent_cmd.c)
  *   dlotel config  --print|--check [options]
  *   dlotel status | stop                the daemon libdlotel started (agent/launcher)
- *   dlotel serve                        the stand-alone sink (wired when the sink lands)
+ *   dlotel serve                        the stand-alone sink (receivers + DuckDB store)
  *   dlotel version | help
  *
  * Options are the same for agent and config (cli_args.c), so `dlotel config --print` with the
@@ -72,13 +72,25 @@ static int cmd_agent(int argc, char **argv)
     return rc;
 }
 
+/*
+ * `dlotel serve`: the stand-alone sink. The same daemon as `dlotel agent`, with the sink on:
+ * receivers plus the DuckDB store, and nothing else unless the configuration also names
+ * upstream exporters. Every flag of `dlotel agent` works here too.
+ */
 static int cmd_serve(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "dlotel: `dlotel serve` (the stand-alone sink) is not built yet; "
-                    "`dlotel agent` forwards to an OTLP endpoint meanwhile\n");
-    return EXIT_RUNTIME;
+    struct cli_args a;
+    int rc = cli_parse_args(&a, CLI_AGENT, argc, argv);
+    if (rc == 0) {
+        rc = cli_args_add_setting(&a, "sink.enabled", "true");
+        if (rc == 0) {
+            rc = cli_agent_main(&a);
+        }
+    } else if (rc == 1) {
+        rc = 0; /* --help */
+    }
+    cli_args_cleanup(&a);
+    return rc;
 }
 
 int main(int argc, char **argv)

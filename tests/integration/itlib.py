@@ -84,6 +84,7 @@ class Agent:
         self.http_port = None
         self.admin_port = None
         self.returncode = None
+        self.command = "agent"  # `dlotel serve` takes the same flags
 
     def exporter_args(self):
         """The exporters of this agent: a file exporter into the work directory."""
@@ -92,7 +93,7 @@ class Agent:
     def start(self):
         # The admin endpoint on a free port and the state (disk queues) in the test's own
         # directory, so that agents of parallel tests share nothing.
-        args = [dlotel_bin(), "agent",
+        args = [dlotel_bin(), self.command,
                 "--grpc-endpoint", "127.0.0.1:0",
                 "--http-endpoint", "127.0.0.1:0",
                 "--admin-endpoint", "127.0.0.1:0",
