@@ -283,7 +283,8 @@ static int exporter_build(struct agent *a, const struct config_exporter *ce, str
             return EXIT_RUNTIME;
         }
         if (rc == 0) {
-            log_info("agent", "exporter %s: sink in %s (%" PRId64 " rows per Parquet file, %" PRId64
+            log_info("agent",
+                     "exporter %s: sink in %s (%" PRId64 " rows per Parquet file, %" PRId64
                      " days kept)",
                      ce->name, so.data_dir, a->cfg->sink.max_rows_per_file,
                      a->cfg->sink.retention_days);

@@ -59,6 +59,13 @@ enum config_source {
 /* The largest batch.max_bytes (exclusive): the Datalayer collector refuses larger requests. */
 #define CONFIG_UPSTREAM_MAX_REQUEST (20u * 1024u * 1024u)
 
+/*
+ * The start of the one error config_finalize() reports when nothing is configured to receive
+ * telemetry (no exporter, no upstream, no sink), with path "exporters". The launcher recognises
+ * it to fall back to the local sink (docs/embedding.md).
+ */
+#define CONFIG_NO_DESTINATION_MESSAGE "nothing to send telemetry to"
+
 /* Suffix appended to DATALAYER_RUN_URL to make the default upstream. */
 #define CONFIG_RUN_URL_OTLP_PATH "/api/otel/v1/otlp"
 

@@ -385,7 +385,8 @@ static int synthesize(struct config *cfg, struct config_errors *errs)
         }
         if (cfg->n_exporters == 0 && cfg->enabled) {
             config_diag_add(errs, false, "", "exporters",
-                            "nothing to send telemetry to: set DATALAYER_RUN_URL and "
+                            CONFIG_NO_DESTINATION_MESSAGE
+                            ": set DATALAYER_RUN_URL and "
                             "DATALAYER_API_KEY (the Datalayer platform), or DATALAYER_OTLP_URL "
                             "(any OTLP/HTTP endpoint), or DATALAYER_OTEL_AGENT_SINK=true (store "
                             "it locally), or configure exporters in the config file");

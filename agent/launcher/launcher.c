@@ -470,11 +470,32 @@ static int launch_options(struct launch *L)
     return 0;
 }
 
-/* Builds the effective configuration; |log_file| (may be NULL) is added as log.file. */
+/* Whether the only problem is that nothing receives telemetry (CONFIG_NO_DESTINATION_MESSAGE). */
+static bool no_destination_only(const struct config_errors *errs)
+{
+    if (errs->n_errors != 1) {
+        return false;
+    }
+    for (size_t i = 0; i < errs->n; i++) {
+        const struct config_diag *d = &errs->items[i];
+        if (!d->warning) {
+            return strcmp(d->path, "exporters") == 0 &&
+                   strncmp(d->message, CONFIG_NO_DESTINATION_MESSAGE,
+                           strlen(CONFIG_NO_DESTINATION_MESSAGE)) == 0;
+        }
+    }
+    return false;
+}
+
+/*
+ * Builds the effective configuration; |log_file| (may be NULL) is added as log.file. With
+ * nothing configured to receive telemetry, the sink is turned on (the embedded default).
+ */
 static int build_config(struct launch *L, const char *log_file, struct config **out)
 {
     const dlotel_config *c = L->c;
-    struct config_setting *flags = calloc(c->n_settings + 1, sizeof(*flags));
+    /* Room for log.file and the sink fallback besides the caller's settings. */
+    struct config_setting *flags = calloc(c->n_settings + 2, sizeof(*flags));
     if (flags == NULL) {
         return DLOTEL_ERR_NOMEM;
     }
@@ -492,6 +513,24 @@ static int build_config(struct launch *L, const char *log_file, struct config **
     struct config_errors errs;
     config_errors_init(&errs);
     int rv = config_build(out, NULL, L->envp, flags, n, &errs);
+    if (rv == DLOTEL_ERR_CONFIG && no_destination_only(&errs)) {
+        /*
+         * The embedded default: an app that calls start() with nothing configured gets the
+         * local sink rather than an error, so its telemetry lands somewhere it can query. The
+         * forwarding `dlotel agent` still refuses to start and says what to set.
+         */
+        flags[n].key = "sink.enabled";
+        flags[n].value = "true";
+        config_errors_cleanup(&errs);
+        config_errors_init(&errs);
+        rv = config_build(out, NULL, L->envp, flags, n + 1, &errs);
+        if (rv == 0 && log_file == NULL) {
+            lg(DLOTEL_LOG_INFO,
+               "no upstream is configured: storing telemetry locally in the sink (%s); set "
+               "DATALAYER_RUN_URL and DATALAYER_API_KEY, or DATALAYER_OTLP_URL, to forward",
+               (*out)->sink.data_dir);
+        }
+    }
     free(flags);
     if (log_file == NULL && errs.n_warnings > 0) {
         for (size_t i = 0; i < errs.n; i++) {
