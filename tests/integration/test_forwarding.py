@@ -272,8 +272,8 @@ def test_config_print_masks_secrets_and_check_reports_everything(tmp_path):
     assert rc == 0 and "--batch-timeout" in out and "config --print" in out
     rc, out, _ = fwdlib.run(["version"])
     assert rc == 0 and out.startswith("dlotel ")
-    rc, _, err = fwdlib.run(["serve"])
-    assert rc != 0 and "not built yet" in err
+    rc, out, _ = fwdlib.run(["serve", "--help"])
+    assert rc == 0, out
 
 
 def test_disabled_agent_exits_0_without_listening(tmp_path):
@@ -286,12 +286,21 @@ def test_disabled_agent_exits_0_without_listening(tmp_path):
         assert "disabled" in err and not ready.exists()
 
 
-def test_sink_exporter_is_refused_until_it_exists(tmp_path):
-    env = new_user_env(tmp_path, "https://prod1.datalayer.run", "k")
-    rc, out, err = fwdlib.run(["agent", "--grpc-endpoint", "127.0.0.1:0", "--http-endpoint",
-                               "127.0.0.1:0", "--admin-endpoint", "127.0.0.1:0", "--sink"],
-                              env=env)
-    assert rc == 2 and "sink exporter is not built yet" in err, (rc, err)
+def test_agent_with_sink_forwards_and_stores(tmp_path, cleanup):
+    """`dlotel agent --sink` beside an upstream exporter: the same spans go upstream and into the
+    local store, and the client's 200 comes after the sink's commit."""
+    up = upstreams.HttpUpstream()
+    cleanup.append(up)
+    args = fwdlib.exporter_sets("up", "otlp_http", up.url()) + [
+        "--sink", "--set", f"sink.data_dir={tmp_path / 'data'}"]
+    agent = start_agent(tmp_path, "agent", args, cleanup)
+    status, _, _ = fwdlib.http_post(agent.http_port, "traces", fwdlib.numbered_spans(1, 25))
+    assert status == 200
+    # Acknowledged means committed: the sink's count is there as soon as the 200 is.
+    assert agent.metric("dlotel_exporter_sent_items_total", exporter="sink", signal="traces") == 25
+    up.wait_items("traces", 25, timeout=10)
+    assert fwdlib.delivered_seqs(up, "traces") == list(range(1, 26))
+    assert "libduckdb" in open(f"/proc/{agent.proc.pid}/maps").read()
 
 
 # ---------- signals ----------
