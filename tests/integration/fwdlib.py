@@ -69,6 +69,17 @@ class FwdAgent(itlib.Agent):
         assert headers.get("content-type", "").startswith("application/json"), headers
         return json.loads(body)
 
+    def wait_health(self, status, timeout=10.0):
+        """Waits until /healthz says |status|. An upstream has a batch before the agent has read
+        the upstream's answer, so a test that just saw the delivery must give it a moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            h = self.healthz()
+            if h["status"] == status or time.monotonic() > deadline:
+                assert h["status"] == status, h
+                return h
+            time.sleep(0.05)
+
     def wait_metric(self, name, pred, timeout=15.0, **labels):
         deadline = time.monotonic() + timeout
         while True:

@@ -142,7 +142,7 @@ def test_delivered_equals_sent_for_every_transport_pair(tmp_path, cleanup):
             agent.wait_metric("dlotel_exporter_sent_items_total", lambda v: v == n_points[sig],
                               exporter=e, signal=sig)
             assert fwdlib.metric_sum(m, "dlotel_exporter_dropped_items_total", exporter=e) == 0
-    assert agent.healthz()["status"] == "ok"
+    agent.wait_health("ok")
 
 
 # ---------- the default upstream, as a new user gets it ----------

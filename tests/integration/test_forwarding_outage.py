@@ -171,7 +171,7 @@ def test_60s_outage_loses_nothing(tmp_path, cleanup):
     assert sender.worst_latency < 2.0, "the receiver held a client while the upstream was down"
     agent.wait_metric("dlotel_exporter_disk_items", lambda v: v == 0, exporter="datalayer")
     assert agent.metric("dlotel_exporter_dropped_items_total", exporter="datalayer") == 0
-    assert agent.healthz()["status"] == "ok"
+    agent.wait_health("ok")
 
 
 def send_numbered(agent, first_req, n_req, per_req=100):

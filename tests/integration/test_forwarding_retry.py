@@ -50,7 +50,7 @@ def check_retried(agent, up, attempts, signal_name="traces"):
                              signal=signal_name) == attempts - 1
     assert fwdlib.metric_sum(m, "dlotel_exporter_dropped_items_total", exporter="up") == 0
     assert fwdlib.metric_sum(m, "dlotel_exporter_failed_items_total", exporter="up") == 0
-    assert agent.healthz()["status"] == "ok"
+    agent.wait_health("ok")
 
 
 def check_dropped(agent, up, why):
@@ -74,7 +74,7 @@ def check_dropped(agent, up, why):
     assert fwdlib.http_post(agent.http_port, "traces", fwdlib.numbered_spans(N + 1, N))[0] == 200
     up.wait(lambda u: fwdlib.delivered_seqs(u, "traces") == list(range(N + 1, 2 * N + 1)),
             timeout=10, what="the next batch")
-    assert agent.healthz()["status"] == "ok"
+    agent.wait_health("ok")
 
 
 def send_batch(agent):
@@ -151,7 +151,7 @@ def test_connection_refused_is_retried_until_the_upstream_listens(tmp_path, clea
     assert fwdlib.delivered_seqs(up, "traces") == list(range(1, N + 1))
     agent.wait_metric("dlotel_exporter_sent_items_total", lambda v: v == N, exporter="up")
     assert agent.metric("dlotel_exporter_dropped_items_total", exporter="up") == 0
-    assert agent.healthz()["status"] == "ok"
+    agent.wait_health("ok")
 
 
 def test_http_partial_success_is_counted_as_rejected(tmp_path, cleanup):
