@@ -92,4 +92,11 @@ int otlp_response_encode(enum otlp_signal s, uint64_t rejected, const char *mess
  */
 int otlp_status_encode(int32_t code, const char *message, bool json, struct buf *out);
 
+/*
+ * Appends |n| bytes of |s| as a quoted JSON string: quotes, backslashes and control characters
+ * escaped, and every byte that is not part of well-formed UTF-8 replaced by U+FFFD, so the
+ * output is valid JSON whatever the input. Returns 0 or a buf error.
+ */
+int otlp_json_put_string(struct buf *b, const char *s, size_t n);
+
 #endif

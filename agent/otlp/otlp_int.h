@@ -22,11 +22,5 @@ bool otlp_utf8_valid(const uint8_t *s, size_t n);
  */
 size_t otlp_utf8_seq(const uint8_t *s, size_t left);
 
-/*
- * Appends |n| bytes of |s| as a quoted JSON string: quotes, backslashes and control characters
- * escaped, and every byte that is not part of well-formed UTF-8 replaced by U+FFFD, so the
- * output is valid JSON whatever the input. Returns 0 or a buf error.
- */
-int otlp_json_put_string(struct buf *b, const char *s, size_t n);
 
 #endif

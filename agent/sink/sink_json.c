@@ -12,64 +12,15 @@
 #include <string.h>
 
 #include "dlotel.h"
+#include "otlp/otlp.h"
 #include "sink/sink_int.h"
 
 static const char hexdigits[] = "0123456789abcdef";
 
 int sink_json_str(struct buf *b, const char *s, size_t n)
 {
-    /* Worst case \u00XX for every byte, plus the quotes: reserve once, then write. */
-    if (n > (SIZE_MAX - 2) / 6) {
-        return DLOTEL_ERR_TOO_LARGE;
-    }
-    int rc = buf_reserve(b, n * 6 + 2);
-    if (rc != 0) {
-        /* The worst case may not fit while the real text does: fall back to byte appends. */
-        rc = buf_reserve(b, n + 2);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-    rc = buf_putc(b, '"');
-    size_t start = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            continue;
-        }
-        if (i > start) {
-            rc = buf_append(b, s + start, i - start);
-        }
-        start = i + 1;
-        if (rc != 0) {
-            break;
-        }
-        switch (c) {
-        case '"':
-            rc = buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            rc = buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            rc = buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            rc = buf_append(b, "\\r", 2);
-            break;
-        case '\t':
-            rc = buf_append(b, "\\t", 2);
-            break;
-        default: {
-            char esc[6] = {'\\', 'u', '0', '0', hexdigits[c >> 4], hexdigits[c & 15]};
-            rc = buf_append(b, esc, sizeof(esc));
-        }
-        }
-    }
-    if (rc == 0 && n > start) {
-        rc = buf_append(b, s + start, n - start);
-    }
-    return rc == 0 ? buf_putc(b, '"') : rc;
+    /* One JSON string writer for the whole agent: the otlp room's, which the file exporter uses. */
+    return otlp_json_put_string(b, s, n);
 }
 
 int sink_double_text(struct buf *b, double d)
