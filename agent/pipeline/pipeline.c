@@ -308,7 +308,12 @@ void pipeline_exporter_options_init(struct pipeline_exporter_options *o)
 {
     memset(o, 0, sizeof(*o));
     o->memory_queue_max_bytes = 16 * MIB;
-    o->max_in_flight = 2;
+    /*
+     * One batch on the wire per exporter and signal: the upstream receives batches in the order
+     * they were queued, also while a backlog drains after an outage. With two, a slow batch can
+     * be overtaken by any number of later ones.
+     */
+    o->max_in_flight = 1;
     o->retry.enabled = true;
     o->retry.initial_interval_ns = 5 * (uint64_t)1000000000;
     o->retry.max_interval_ns = 30 * (uint64_t)1000000000;

@@ -59,7 +59,7 @@ struct pipeline_exporter_options {
     uint64_t memory_queue_max_bytes; /* Held by this exporter's memory queues, all signals, in
                                         flight included; default 16 MiB. Unused with a disk
                                         queue, where memory holds only batches in flight. */
-    uint32_t max_in_flight;          /* Batches sent and not answered, per signal; default 2. */
+    uint32_t max_in_flight;          /* Batches sent and not answered, per signal; default 1. */
     struct {
         bool enabled;                 /* Default true. Off: EXPORT_RETRY drops the batch. */
         uint64_t initial_interval_ns; /* Default 5 s. */

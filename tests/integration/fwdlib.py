@@ -273,10 +273,10 @@ class UpstreamAgent(FwdAgent):
         return itlib.Agent.exporter_args(self)
 
 
-# With max_in_flight 2 (the pipeline's default, not a config key) two batches of one signal are
-# on the wire at once, so the upstream may finish them in either order: order is checked per
-# batch, and across batches up to this displacement.
-IN_FLIGHT_WINDOW = 2
+# One batch of a signal is on the wire at a time (the pipeline's max_in_flight default, 1), so
+# batches arrive in the order they were formed. A batch resent after a restart (at-least-once)
+# is skipped as a duplicate; no other displacement is allowed.
+IN_FLIGHT_WINDOW = 0
 
 
 def assert_in_order(up, signal_name, window=IN_FLIGHT_WINDOW):

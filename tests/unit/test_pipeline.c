@@ -684,6 +684,9 @@ static struct pipeline_exporter_options xopts(const char *name, const char *disk
 {
     struct pipeline_exporter_options o;
     pipeline_exporter_options_init(&o);
+    /* One in flight is the default (in-order delivery); two exercise the in-order commit. */
+    assert_int_equal(o.max_in_flight, 1);
+    o.max_in_flight = 2;
     o.name = name;
     o.retry.initial_interval_ns = 10 * MS;
     o.retry.max_interval_ns = 50 * MS;
