@@ -24,9 +24,9 @@ struct http_header {
 };
 
 struct http_request {
-    int version;        /* 11 for HTTP/1.1, 20 for HTTP/2. */
-    const char *method; /* NUL-terminated; owned by the stream. */
-    const char *path;   /* The request target as sent, query string included. */
+    int version;                       /* 11 for HTTP/1.1, 20 for HTTP/2. */
+    const char *method;                /* NUL-terminated; owned by the stream. */
+    const char *path;                  /* The request target as sent, query string included. */
     const struct http_header *headers; /* Names lowercased; owned by the stream. */
     size_t n_headers;
     struct buf body; /* The whole body as received (still content-encoded). */
@@ -60,15 +60,16 @@ typedef void (*http_handler_fn)(void *userdata, struct http_stream *s,
                                 const struct http_request *req);
 
 struct http_listen_options {
-    const char *name;   /* For logs: "otlp_grpc", "otlp_http". */
-    const char *host;   /* "localhost" binds 127.0.0.1 and ::1; else an IP literal or name. */
-    uint16_t port;      /* 0 picks a free port (the same one on every address). */
-    bool http1;         /* Accept HTTP/1.1. */
-    bool http2;         /* Accept HTTP/2 with prior knowledge. */
-    size_t max_body;    /* Bytes; larger bodies are not buffered (body_too_large). */
+    const char *name;        /* For logs: "otlp_grpc", "otlp_http". */
+    const char *host;        /* "localhost" binds 127.0.0.1 and ::1; else an IP literal or name. */
+    uint16_t port;           /* 0 picks a free port (the same one on every address). */
+    bool http1;              /* Accept HTTP/1.1. */
+    bool http2;              /* Accept HTTP/2 with prior knowledge. */
+    size_t max_body;         /* Bytes; larger bodies are not buffered (body_too_large). */
     size_t max_header_bytes; /* Sum of header names and values; 0 means 64 KiB. */
     size_t max_headers;      /* 0 means 100. */
-    uint32_t idle_timeout_ms; /* Close a connection idle (or stuck mid-request) this long; 0 = 60 s. */
+    uint32_t
+        idle_timeout_ms; /* Close a connection idle (or stuck mid-request) this long; 0 = 60 s. */
     uint32_t max_connections; /* 0 means 4096. */
     http_handler_fn handler;
     void *userdata;
@@ -77,7 +78,8 @@ struct http_listen_options {
 /*
  * Binds and listens. On success |*out| owns the listeners and connections. Returns 0;
  * DLOTEL_ERR_ADDR_IN_USE naming nothing (the caller names the port); DLOTEL_ERR_IO;
- * DLOTEL_ERR_INVALID_ARG for an unresolvable host; DLOTEL_ERR_NOMEM. |*out| is untouched on failure.
+ * DLOTEL_ERR_INVALID_ARG for an unresolvable host; DLOTEL_ERR_NOMEM. |*out| is untouched on
+ * failure.
  */
 int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http_listen_options *o);
 

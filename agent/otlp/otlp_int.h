@@ -22,5 +22,4 @@ bool otlp_utf8_valid(const uint8_t *s, size_t n);
  */
 size_t otlp_utf8_seq(const uint8_t *s, size_t left);
 
-
 #endif
