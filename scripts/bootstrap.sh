@@ -11,7 +11,7 @@ packages=(
     build-essential cmake pkg-config git ca-certificates curl
     clang libclang-rt-14-dev llvm clang-format
     libuv1-dev libnghttp2-dev libwslay-dev libcurl4-openssl-dev
-    libjansson-dev libyaml-dev zlib1g-dev libzstd-dev libjwt-dev
+    libjansson-dev libyaml-dev zlib1g-dev libzstd-dev libjwt-dev libssl-dev
     libprotobuf-c-dev protobuf-c-compiler libcmocka-dev
     python3 python3-pytest python3-grpcio python3-requests python3-websockets python3-jwt python3-cryptography python3-setuptools
     python3-venv python3-pip openssl util-linux procps
