@@ -50,10 +50,13 @@ void api_stream_publish(struct api_stream *st, int signal, const uint8_t *pb, si
  * header); NULL means the token was missing or bad: the socket is upgraded, then closed with
  * code 1008. Copies what it keeps of |who|.
  */
-void api_stream_accept(struct api_stream *st, struct http_stream *s,
-                       const struct http_request *req, const struct api_principal *who);
+void api_stream_accept(struct api_stream *st, struct http_stream *s, const struct http_request *req,
+                       const struct api_principal *who);
 
 /* Connected clients now, for /stats and /system/stats. */
 size_t api_stream_clients(const struct api_stream *st);
+
+/* Messages dropped for clients that did not keep up, since the start (for /stats). */
+uint64_t api_stream_dropped(const struct api_stream *st);
 
 #endif

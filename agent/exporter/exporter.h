@@ -184,4 +184,32 @@ int exporter_sink_new(struct exporter **out, struct uv_loop_s *loop, const struc
  */
 struct sink *exporter_sink_store(struct exporter *e, const struct sink_module_api **api);
 
+/*
+ * Stores one request like export_async, with |user_uid| (when not NULL) as every row's user_uid
+ * instead of the resource attribute datalayer.user_uid: for the query API's ingest, which knows
+ * the caller. |signal| is SINK_SIGNAL_* (the same numbering as enum otlp_signal). |pb| and
+ * |user_uid| are copied. |done| runs later on the loop thread, exactly once; EXPORT_OK means
+ * durable. Returns 0, or without calling |done|: DLOTEL_ERR_INVALID_ARG (|e| not a sink
+ * exporter, NULL |done|, bad signal), DLOTEL_ERR_FULL (the module's queue is full: shed),
+ * DLOTEL_ERR_CLOSED, DLOTEL_ERR_NOMEM.
+ */
+int exporter_sink_append(struct exporter *e, int signal, const uint8_t *pb, size_t len,
+                         const char *user_uid, export_done_fn done, void *userdata);
+
+/*
+ * Called on the loop thread for every request the sink committed through export_async or
+ * exporter_sink_append (not the synchronous export op), just before that request's |done|.
+ * |pb| and |user_uid| (the append's override, NULL when none) are borrowed for the call.
+ */
+typedef void (*exporter_sink_tap_fn)(void *userdata, int signal, const uint8_t *pb, size_t len,
+                                     const char *user_uid);
+
+/*
+ * Sets (|fn| NULL: clears) the tap of a sink exporter; a no-op when |e| is not one. Loop thread.
+ * Requests appended while no tap was set are not tapped (their bytes were not kept). The tap
+ * also runs from destroy() for requests finished then: clear it before freeing its |userdata|,
+ * or destroy the exporter first.
+ */
+void exporter_sink_set_tap(struct exporter *e, exporter_sink_tap_fn fn, void *userdata);
+
 #endif

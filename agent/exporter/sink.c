@@ -28,6 +28,11 @@ struct sink_call {
     void *userdata;
     int status;
     char message[256];
+    /* A copy of the request for the tap, taken only when a tap was set at append time. */
+    int signal;
+    uint8_t *pb;
+    size_t len;
+    char *user_uid;
 };
 
 struct sink_exporter {
@@ -41,6 +46,10 @@ struct sink_exporter {
     pthread_mutex_t mu;
     pthread_cond_t cond;        /* The synchronous export waits here. */
     struct sink_call *finished; /* Completed calls, newest first, for the loop thread. */
+
+    /* Loop thread only: sees every committed request before its |done| (the live stream). */
+    exporter_sink_tap_fn tap;
+    void *tap_userdata;
 };
 
 /* A synchronous export waiting on the calling thread. */
@@ -95,8 +104,21 @@ static enum export_outcome outcome_of(int status)
     return EXPORT_RETRY;
 }
 
+static void call_free(struct sink_call *c)
+{
+    free(c->pb);
+    free(c->user_uid);
+    free(c);
+}
+
 static void deliver(struct sink_call *c)
 {
+    /* The tap hears of committed rows before the client does, so that a client that queries
+       or subscribes right after its 200 does not miss them on the stream. */
+    struct sink_exporter *x = c->x;
+    if (c->status == 0 && c->pb != NULL && x->tap != NULL) {
+        x->tap(x->tap_userdata, c->signal, c->pb, c->len, c->user_uid);
+    }
     struct export_result r;
     memset(&r, 0, sizeof(r));
     r.outcome = outcome_of(c->status);
@@ -131,7 +153,7 @@ static void deliver_finished(struct sink_exporter *x)
     while (ordered != NULL) {
         struct sink_call *next = ordered->next;
         deliver(ordered);
-        free(ordered);
+        call_free(ordered);
         ordered = next;
     }
 }
@@ -141,11 +163,13 @@ static void on_async(uv_async_t *h)
     deliver_finished(h->data);
 }
 
-static int sink_export_async(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
-                             const struct otlp_counts *counts, export_done_fn done, void *userdata)
+/*
+ * Queues one request for the writer. With a tap set, the bytes (and |user_uid|) are copied once
+ * more, because the module's own copy is gone by the time the loop learns of the commit.
+ */
+static int append_call(struct sink_exporter *x, int signal, const uint8_t *pb, size_t len,
+                       const char *user_uid, export_done_fn done, void *userdata)
 {
-    (void)counts;
-    struct sink_exporter *x = (struct sink_exporter *)e;
     if (done == NULL) {
         return DLOTEL_ERR_INVALID_ARG;
     }
@@ -156,12 +180,42 @@ static int sink_export_async(struct exporter *e, enum otlp_signal s, const uint8
     c->x = x;
     c->done = done;
     c->userdata = userdata;
+    c->signal = signal;
+    if (x->tap != NULL) {
+        c->pb = malloc(len > 0 ? len : 1);
+        if (c->pb == NULL) {
+            goto fail_nomem;
+        }
+        if (len > 0) {
+            memcpy(c->pb, pb, len);
+        }
+        c->len = len;
+        if (user_uid != NULL) {
+            size_t n = strlen(user_uid);
+            c->user_uid = malloc(n + 1);
+            if (c->user_uid == NULL) {
+                goto fail_nomem;
+            }
+            memcpy(c->user_uid, user_uid, n + 1);
+        }
+    }
     /* The module copies |pb|: the caller's buffer is free again when this returns. */
-    int rc = x->api->append(x->sink, (int)s, pb, len, NULL, on_appended, c);
+    int rc = x->api->append(x->sink, signal, pb, len, user_uid, on_appended, c);
     if (rc != 0) {
-        free(c);
+        call_free(c);
     }
     return rc;
+
+fail_nomem:
+    call_free(c);
+    return DLOTEL_ERR_NOMEM;
+}
+
+static int sink_export_async(struct exporter *e, enum otlp_signal s, const uint8_t *pb, size_t len,
+                             const struct otlp_counts *counts, export_done_fn done, void *userdata)
+{
+    (void)counts;
+    return append_call((struct sink_exporter *)e, (int)s, pb, len, NULL, done, userdata);
 }
 
 static void on_appended_sync(void *userdata, int status, const char *message)
@@ -306,4 +360,23 @@ struct sink *exporter_sink_store(struct exporter *e, const struct sink_module_ap
         *api = x->api;
     }
     return x->sink;
+}
+
+int exporter_sink_append(struct exporter *e, int signal, const uint8_t *pb, size_t len,
+                         const char *user_uid, export_done_fn done, void *userdata)
+{
+    if (e == NULL || e->ops != &sink_ops) {
+        return DLOTEL_ERR_INVALID_ARG;
+    }
+    return append_call((struct sink_exporter *)e, signal, pb, len, user_uid, done, userdata);
+}
+
+void exporter_sink_set_tap(struct exporter *e, exporter_sink_tap_fn fn, void *userdata)
+{
+    if (e == NULL || e->ops != &sink_ops) {
+        return;
+    }
+    struct sink_exporter *x = (struct sink_exporter *)e;
+    x->tap = fn;
+    x->tap_userdata = userdata;
 }

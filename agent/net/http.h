@@ -99,4 +99,56 @@ void http_server_free(struct http_server *srv);
  */
 int http_respond(struct http_stream *s, const struct http_response *resp);
 
+/*
+ * Taking a connection over (RFC 9110 section 7.8 Upgrade, for WebSocket). After the 101 the
+ * connection stops being HTTP: bytes from the peer go to |on_data| as they arrive, bytes given to
+ * http_upgraded_send() go out unchanged, the idle timeout no longer applies (the new protocol
+ * keeps itself alive) and closing is the new owner's decision. |s| becomes the handle of the
+ * upgraded connection. Every callback runs on the loop thread, never from inside
+ * http_upgraded_send() or http_upgraded_set_reading().
+ */
+struct http_upgrade_handler {
+    /* Bytes from the peer; valid only during the call. May run before http_upgrade() returns,
+       with bytes the client sent right behind its request. */
+    void (*on_data)(void *userdata, const uint8_t *data, size_t len);
+    /* Everything sent so far has been written to the socket (http_upgraded_queued() is 0).
+       May be NULL. */
+    void (*on_drained)(void *userdata);
+    /* The connection is gone (peer closed, reset, server freed). Runs once, from the loop; |s|
+       is freed right after it returns. Not called after http_upgraded_close(). */
+    void (*on_close)(void *userdata);
+};
+
+/*
+ * Answers the HTTP/1.1 request on |s| with |resp| (a 101 with its Upgrade headers; no body is
+ * sent) and hands the connection to |h|. |h| must outlive the connection. Returns 0;
+ * DLOTEL_ERR_INVALID_ARG (not HTTP/1.1, status not 1xx, NULL |h|): nothing happened and |s| still
+ * needs http_respond(); DLOTEL_ERR_CLOSED (the client went away: |s| is released and no callback
+ * will come); DLOTEL_ERR_NOMEM (the response could not be queued: the connection closes, |s| is
+ * released, no callback will come).
+ */
+int http_upgrade(struct http_stream *s, const struct http_response *resp,
+                 const struct http_upgrade_handler *h, void *userdata);
+
+/*
+ * Queues |len| bytes for the peer (copied). Returns 0, DLOTEL_ERR_CLOSED (the connection is
+ * closing; on_close will follow unless the caller closed it) or DLOTEL_ERR_TOO_LARGE (more than
+ * 256 MiB would be queued: nothing was added). The caller bounds what it queues with
+ * http_upgraded_queued(): the server buffers whatever it is given.
+ */
+int http_upgraded_send(struct http_stream *s, const uint8_t *data, size_t len);
+
+/* Bytes sent and not yet written to the socket (the kernel's buffer is full or a write runs). */
+size_t http_upgraded_queued(const struct http_stream *s);
+
+/* Stops (false) or resumes (true, the default) reading from the peer: backpressure on input. */
+void http_upgraded_set_reading(struct http_stream *s, bool reading);
+
+/*
+ * Closes the connection once what was queued is written (then half-closes and drains briefly,
+ * as HTTP responses do). No callback runs any more and |s| must not be used after this call; the
+ * server frees it.
+ */
+void http_upgraded_close(struct http_stream *s);
+
 #endif

@@ -57,6 +57,7 @@ enum stream_state {
     STREAM_COLLECTING,
     STREAM_DELIVERED,
     STREAM_SENDING,
+    STREAM_UPGRADED, /* The handle of a connection taken over by http_upgrade(). */
 };
 
 struct hdr_slot {
@@ -647,7 +648,7 @@ static const llhttp_settings_t h1_settings = {
  * not at all.
  */
 static int h1_write_response(struct http_conn *c, const struct http_response *r, int version,
-                             bool head, bool close)
+                             bool head, bool close, const char *upgrade)
 {
     char line[96];
     int status = r->status >= 100 && r->status <= 999 ? r->status : 500;
@@ -660,12 +661,17 @@ static int h1_write_response(struct http_conn *c, const struct http_response *r,
         n_length = snprintf(length, sizeof(length), "content-length: %zu\r\n", r->body_len);
     }
     const char *conn_hdr = NULL;
-    if (close) {
+    if (upgrade != NULL) {
+        conn_hdr = "connection: upgrade\r\n";
+    } else if (close) {
         conn_hdr = "connection: close\r\n";
     } else if (version < 11) {
         conn_hdr = "connection: keep-alive\r\n";
     }
     size_t total = (size_t)n_line + (size_t)n_length + 2 + (conn_hdr ? strlen(conn_hdr) : 0);
+    if (upgrade != NULL) {
+        total += strlen("upgrade: \r\n") + strlen(upgrade);
+    }
     for (size_t i = 0; i < r->n_headers; i++) {
         if (!header_skipped(&r->headers[i])) {
             total += strlen(r->headers[i].name) + strlen(r->headers[i].value) + 4;
@@ -697,6 +703,11 @@ static int h1_write_response(struct http_conn *c, const struct http_response *r,
     if (conn_hdr != NULL) {
         buf_append(&c->out, conn_hdr, strlen(conn_hdr));
     }
+    if (upgrade != NULL) {
+        buf_append(&c->out, "upgrade: ", 9);
+        buf_append(&c->out, upgrade, strlen(upgrade));
+        buf_append(&c->out, "\r\n", 2);
+    }
     buf_append(&c->out, "\r\n", 2);
     if (with_body) {
         buf_append(&c->out, r->body, r->body_len);
@@ -718,7 +729,7 @@ static void h1_fail(struct http_conn *c, int status, const char *text)
     if (c->cur != NULL && c->cur->state == STREAM_COLLECTING) {
         stream_free(c->cur);
     }
-    (void)h1_write_response(c, &r, 11, false, true);
+    (void)h1_write_response(c, &r, 11, false, true, NULL);
     c->h1_stopped = true;
     c->close_when_done = true;
 }
@@ -879,7 +890,7 @@ static int h1_respond(struct http_conn *c, struct http_stream *s, const struct h
 {
     bool close = !s->keepalive || s->req.body_too_large || c->close_when_done || c->h1_stopped ||
                  (c->peer_eof && c->pending_off >= c->pending.len);
-    int rv = h1_write_response(c, r, s->req.version, s->head, close);
+    int rv = h1_write_response(c, r, s->req.version, s->head, close, NULL);
     stream_free(s);
     if (rv != 0 || close) {
         c->h1_stopped = true;
@@ -1399,7 +1410,7 @@ static void refuse_http1(struct http_conn *c)
         .body_len = 36,
     };
     h1_start(c);
-    (void)h1_write_response(c, &r, 11, false, true);
+    (void)h1_write_response(c, &r, 11, false, true, NULL);
     c->h1_stopped = true;
     c->close_when_done = true;
 }
@@ -1499,6 +1510,12 @@ static void conn_run(struct http_conn *c)
             h1_eof(c);
         } else if (c->proto == HTTP_CONN_H2 && c->h2 != NULL && !c->h2_send_failed) {
             h2_pull(c);
+        } else if (c->proto == HTTP_CONN_RAW && c->up_want_drained && c->out.len == 0 &&
+                   c->io_pending == 0 && c->up_h != NULL) {
+            c->up_want_drained = false;
+            if (c->up_h->on_drained != NULL) {
+                c->up_h->on_drained(c->up_userdata);
+            }
         }
     }
     c->depth--;
@@ -1520,6 +1537,11 @@ void http_conn_feed(struct http_conn *c, const uint8_t *data, size_t len)
         break;
     case HTTP_CONN_H2:
         h2_feed(c, data, len);
+        break;
+    case HTTP_CONN_RAW:
+        if (c->up_h != NULL) {
+            c->up_h->on_data(c->up_userdata, data, len);
+        }
         break;
     }
     c->depth--;
@@ -1557,6 +1579,9 @@ bool http_conn_wants_read(const struct http_conn *c)
     case HTTP_CONN_H2:
         /* A peer that does not read what we send gets no more of our attention. */
         return c->out.len < OUT_HIGH_WATER;
+    case HTTP_CONN_RAW:
+        /* The new owner decides (http_upgraded_set_reading()); once closing, the server drains. */
+        return c->up_reading || c->close_when_done;
     default:
         return true;
     }
@@ -1591,7 +1616,8 @@ bool http_conn_idle(struct http_conn *c)
 
 bool http_conn_busy(const struct http_conn *c)
 {
-    return !c->closed && c->n_awaiting > 0;
+    /* An upgraded connection keeps itself alive (WebSocket pings): no idle timeout. */
+    return !c->closed && (c->n_awaiting > 0 || (c->proto == HTTP_CONN_RAW && !c->close_when_done));
 }
 
 void http_conn_shutdown(struct http_conn *c)
@@ -1618,6 +1644,14 @@ void http_conn_free(struct http_conn *c)
         return;
     }
     http_conn_shutdown(c);
+    /* The owner of an upgraded connection hears of its end, once, before the handle goes. */
+    if (c->up_h != NULL) {
+        const struct http_upgrade_handler *h = c->up_h;
+        c->up_h = NULL;
+        if (h->on_close != NULL) {
+            h->on_close(c->up_userdata);
+        }
+    }
     /* The session first: it may point at streams but never calls back while being deleted. */
     if (c->h2 != NULL) {
         nghttp2_session_del(c->h2);
@@ -1653,4 +1687,111 @@ int http_respond(struct http_stream *s, const struct http_response *resp)
     /* Outside a feed this is where the next pipelined request gets parsed or frames go out. */
     conn_run(c);
     return rv;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Upgraded connections */
+
+int http_upgrade(struct http_stream *s, const struct http_response *resp,
+                 const struct http_upgrade_handler *h, void *userdata)
+{
+    if (resp == NULL || h == NULL || h->on_data == NULL || resp->status < 100 ||
+        resp->status > 199) {
+        return DLOTEL_ERR_INVALID_ARG;
+    }
+    struct http_conn *c = s->conn;
+    if (c == NULL || s->state != STREAM_DELIVERED) {
+        stream_free(s);
+        return DLOTEL_ERR_CLOSED;
+    }
+    if (c->proto != HTTP_CONN_H1 || s->req.version != 11) {
+        return DLOTEL_ERR_INVALID_ARG;
+    }
+    const char *proto = NULL;
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        const struct http_header *hd = &resp->headers[i];
+        if (hd->name != NULL && hd->value != NULL && strcasecmp(hd->name, "upgrade") == 0) {
+            proto = hd->value;
+        }
+    }
+    if (proto == NULL || proto[0] == '\0' || strpbrk(proto, "\r\n") != NULL) {
+        return DLOTEL_ERR_INVALID_ARG;
+    }
+    c->n_awaiting--;
+    c->depth++;
+    int rv = h1_write_response(c, resp, 11, false, false, proto);
+    if (rv != 0) {
+        stream_free(s);
+        c->h1_stopped = true;
+        c->close_when_done = true;
+        c->depth--;
+        conn_run(c);
+        return DLOTEL_ERR_NOMEM;
+    }
+    /* The request is done with; the stream lives on as the connection's handle. */
+    stream_release_request(s);
+    s->state = STREAM_UPGRADED;
+    c->cur = NULL;
+    c->proto = HTTP_CONN_RAW;
+    c->up_h = h;
+    c->up_userdata = userdata;
+    c->up_reading = true;
+    /* Whatever the client sent behind its request already belongs to the new protocol. */
+    if (c->pending_off < c->pending.len) {
+        c->up_h->on_data(c->up_userdata, c->pending.data + c->pending_off,
+                         c->pending.len - c->pending_off);
+    }
+    buf_cleanup(&c->pending);
+    c->pending_off = 0;
+    c->depth--;
+    conn_notify(c);
+    return 0;
+}
+
+int http_upgraded_send(struct http_stream *s, const uint8_t *data, size_t len)
+{
+    struct http_conn *c = s->conn;
+    if (c == NULL || c->closed || c->close_when_done || c->up_h == NULL) {
+        return DLOTEL_ERR_CLOSED;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    int rv = buf_append(&c->out, data, len);
+    if (rv != 0) {
+        return rv == DLOTEL_ERR_NOMEM ? rv : DLOTEL_ERR_TOO_LARGE;
+    }
+    c->up_want_drained = true;
+    conn_notify(c);
+    return 0;
+}
+
+size_t http_upgraded_queued(const struct http_stream *s)
+{
+    const struct http_conn *c = s->conn;
+    return c == NULL ? 0 : c->out.len + c->io_pending;
+}
+
+void http_upgraded_set_reading(struct http_stream *s, bool reading)
+{
+    struct http_conn *c = s->conn;
+    if (c == NULL || c->closed || c->up_reading == reading) {
+        return;
+    }
+    c->up_reading = reading;
+    conn_notify(c);
+}
+
+void http_upgraded_close(struct http_stream *s)
+{
+    struct http_conn *c = s->conn;
+    if (c == NULL) {
+        return;
+    }
+    c->up_h = NULL;
+    c->up_userdata = NULL;
+    if (!c->closed && !c->close_when_done) {
+        c->close_when_done = true;
+        conn_notify(c);
+    }
 }

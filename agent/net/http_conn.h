@@ -63,6 +63,7 @@ enum http_conn_proto {
     HTTP_CONN_DETECT = 0, /* Waiting for enough bytes to tell HTTP/2's preface from HTTP/1.1. */
     HTTP_CONN_H1,
     HTTP_CONN_H2,
+    HTTP_CONN_RAW, /* Taken over by http_upgrade(): bytes go to the new owner. */
 };
 
 struct http_conn {
@@ -73,6 +74,8 @@ struct http_conn {
     enum http_conn_proto proto;
     /* Bytes waiting to be written; the I/O layer takes them (see http_server.c). */
     struct buf out;
+    /* Bytes the I/O layer took from |out| and is still writing (it keeps this up to date). */
+    size_t io_pending;
 
     int depth;            /* > 0 while inside feed/respond; update() runs only at depth 0. */
     bool closed;          /* http_conn_shutdown() ran: no more processing at all. */
@@ -99,6 +102,12 @@ struct http_conn {
     /* HTTP/2. */
     nghttp2_session *h2;
     bool h2_send_failed; /* nghttp2 cannot produce output any more: close without waiting. */
+
+    /* Upgraded (HTTP_CONN_RAW): the new owner; NULL once it closed or was told of the close. */
+    const struct http_upgrade_handler *up_h;
+    void *up_userdata;
+    bool up_reading;      /* The owner wants input. */
+    bool up_want_drained; /* Output was sent since the last on_drained. */
 };
 
 /*

@@ -225,6 +225,7 @@ static void on_write(uv_write_t *req, int status)
 {
     struct server_conn *sc = req->data;
     sc->writing = false;
+    sc->conn->io_pending = 0;
     if (sc->wbuf.cap > WBUF_KEEP) {
         buf_cleanup(&sc->wbuf);
     } else {
@@ -258,6 +259,7 @@ static int start_write(struct server_conn *sc)
         return rv;
     }
     sc->writing = true;
+    c->io_pending = sc->wbuf.len;
     return 0;
 }
 
@@ -277,6 +279,11 @@ static void conn_update(struct http_conn *c)
             close_now(sc);
         } else if (!sc->writing && c->out.len == 0) {
             finish(sc);
+        } else if (c->proto == HTTP_CONN_RAW && !sc->timer_armed) {
+            /* An upgraded connection closed by its owner while its peer does not read: the
+               last bytes get the drain time, then the socket closes regardless. */
+            uv_timer_start(&sc->timer, on_timer, LINGER_MS, 0);
+            sc->timer_armed = true;
         }
         return;
     }
@@ -302,7 +309,13 @@ static void conn_update(struct http_conn *c)
             sc->timer_armed = false;
         }
     } else if (!sc->timer_armed || c->progress) {
-        uv_timer_start(&sc->timer, on_timer, sc->srv->idle_ms, 0);
+        /* An upgraded connection that its owner closed gets only the drain time to flush:
+           its peer may never read again (a WebSocket client that fell behind). */
+        uint32_t ms = sc->srv->idle_ms;
+        if (c->proto == HTTP_CONN_RAW && ms > LINGER_MS) {
+            ms = LINGER_MS;
+        }
+        uv_timer_start(&sc->timer, on_timer, ms, 0);
         sc->timer_armed = true;
     }
     c->progress = false;
