@@ -663,6 +663,9 @@ static void flags_init(void)
         case CONFIG_KIND_MAP:
             h = "K=V,...";
             break;
+        case CONFIG_KIND_PROCESSORS:
+            h = "JSON";
+            break;
         case CONFIG_KIND_ENUM: {
             size_t used = 0;
             hint[0] = 0;

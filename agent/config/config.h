@@ -55,6 +55,7 @@ enum config_source {
 #define CONFIG_MAX_EXPORTERS    32
 #define CONFIG_MAX_NAME         63 /* Bytes in an exporter name. */
 #define CONFIG_MAX_DIAGS        100
+#define CONFIG_MAX_PROCESSORS   (64u * 1024u) /* Bytes of one processors_* list as JSON. */
 
 /* The largest batch.max_bytes (exclusive): the Datalayer collector refuses larger requests. */
 #define CONFIG_UPSTREAM_MAX_REQUEST (20u * 1024u * 1024u)
@@ -206,6 +207,13 @@ struct config {
     struct config_list exporters_traces;
     struct config_list exporters_metrics;
     struct config_list exporters_logs;
+    /*
+     * Processor chains per signal (docs/processors.md): a JSON array of processor objects
+     * ({"kind":"filter",...}), NULL when none. agent/processor compiles them.
+     */
+    char *processors_traces;
+    char *processors_metrics;
+    char *processors_logs;
     struct {
         bool enabled;
         char *data_dir;
@@ -221,6 +229,7 @@ struct config {
         char *iam_api_key;
         char *cors_origin;
         bool allow_unauthenticated;
+        bool ingest_auth; /* POST /otlp/v1/ on the API port needs a token when auth is on. */
     } api;
     struct {
         char *otlp_url;

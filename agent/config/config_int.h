@@ -22,6 +22,8 @@ enum config_kind {
     CONFIG_KIND_LIST,      /* struct config_list */
     CONFIG_KIND_MAP,       /* struct config_map */
     CONFIG_KIND_EXPORTERS, /* The `exporters` map: its fields are in config_exporter_table. */
+    /* A list of processor mappings, kept as canonical JSON (char *). */
+    CONFIG_KIND_PROCESSORS,
 };
 
 /* Option flags. */
@@ -48,6 +50,7 @@ enum config_section {
     CONFIG_SEC_QUEUE,
     CONFIG_SEC_EXPORTERS,
     CONFIG_SEC_ROUTING,
+    CONFIG_SEC_PROCESSORS,
     CONFIG_SEC_UPSTREAM,
     CONFIG_SEC_SINK,
     CONFIG_SEC_API,
@@ -125,6 +128,16 @@ void config_value_cleanup(struct config_value *v);
  */
 int config_value_parse(const struct config_option *opt, const char *text, size_t len,
                        struct config_value *v, char *why, size_t why_len);
+
+struct json_t;
+
+/*
+ * Checks |root| (a JSON array of objects, each with a string "kind") and stores its canonical
+ * text (compact, keys in their order) in v->s; an empty array leaves v->s NULL. Takes no
+ * reference. Returns 0, DLOTEL_ERR_CONFIG with |why|, or DLOTEL_ERR_NOMEM. The processors'
+ * own options are checked by agent/processor when the agent builds its chains.
+ */
+int config_processors_canon(struct json_t *root, struct config_value *v, char *why, size_t why_len);
 
 /* Checks one string for UTF-8, control characters and length; 0 or -1 with |why| filled. */
 int config_check_string(const char *s, size_t len, char *why, size_t why_len);

@@ -146,6 +146,20 @@ static void value(struct printer *p, const struct config_option *opt, const void
     }
     case CONFIG_KIND_EXPORTERS:
         break;
+    case CONFIG_KIND_PROCESSORS: {
+        /* Canonical JSON is a YAML flow sequence; '$' is doubled so ${env:} stays literal. */
+        const char *s = *(char *const *)(const void *)field;
+        if (s == NULL) {
+            puts_(p, "~");
+            break;
+        }
+        for (const char *d; (d = strchr(s, '$')) != NULL; s = d + 1) {
+            put(p, s, (size_t)(d - s + 1));
+            puts_(p, "$");
+        }
+        puts_(p, s);
+        break;
+    }
     }
 }
 
@@ -307,6 +321,7 @@ static void md_type(struct printer *p, const struct config_option *opt)
         [CONFIG_KIND_LIST] = "list of names",
         [CONFIG_KIND_MAP] = "map",
         [CONFIG_KIND_EXPORTERS] = "map of exporters",
+        [CONFIG_KIND_PROCESSORS] = "list of processors",
     };
     if (opt->kind == CONFIG_KIND_STRING && (opt->flags & CONFIG_OPT_ENDPOINT)) {
         puts_(p, "host:port");

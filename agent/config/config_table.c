@@ -51,6 +51,13 @@ const struct config_section_info config_sections[CONFIG_SEC_COUNT] = {
     [CONFIG_SEC_ROUTING] = {"Routing",
                             "Which exporters receive each signal, in rotel's shape. An unset "
                             "list means every exporter; an empty list drops that signal."},
+    [CONFIG_SEC_PROCESSORS] =
+        {"Processors",
+         "Per-signal processor chains in rotel's shape: an ordered list of processors, each a "
+         "mapping with a `kind` (`filter`, `sample`, `attributes`, `resource`, `limits`) and its "
+         "options; see docs/processors.md. In the environment, flags and the Python config the "
+         "list is written as JSON. Unset: no processors, and requests are forwarded without "
+         "being decoded."},
     [CONFIG_SEC_UPSTREAM] = {"upstream",
                              "The default upstream, used only when no exporter is configured."},
     [CONFIG_SEC_SINK] = {"sink", "Local storage: DuckDB hot buffer, then Parquet files."},
@@ -150,6 +157,19 @@ const struct config_option config_table[] = {
      .doc = "Exporters that receive logs.", .env = {"DATALAYER_OTEL_AGENT_EXPORTERS_LOGS"},
      .flag = "--exporters-logs", .section = CONFIG_SEC_ROUTING},
 
+    /* Processors */
+    {G("processors_traces", CONFIG_KIND_PROCESSORS, processors_traces),
+     .doc = "Processors run on traces, in order.",
+     .env = {"DATALAYER_OTEL_AGENT_PROCESSORS_TRACES"}, .flag = "--processors-traces",
+     .section = CONFIG_SEC_PROCESSORS},
+    {G("processors_metrics", CONFIG_KIND_PROCESSORS, processors_metrics),
+     .doc = "Processors run on metrics, in order.",
+     .env = {"DATALAYER_OTEL_AGENT_PROCESSORS_METRICS"}, .flag = "--processors-metrics",
+     .section = CONFIG_SEC_PROCESSORS},
+    {G("processors_logs", CONFIG_KIND_PROCESSORS, processors_logs),
+     .doc = "Processors run on logs, in order.", .env = {"DATALAYER_OTEL_AGENT_PROCESSORS_LOGS"},
+     .flag = "--processors-logs", .section = CONFIG_SEC_PROCESSORS},
+
     /* upstream */
     {G("upstream.otlp_url", CONFIG_KIND_STRING, upstream.otlp_url),
      .doc = "Upstream OTLP/HTTP base URL (`/v1/traces` etc. appended) for the default exporter; "
@@ -211,6 +231,11 @@ const struct config_option config_table[] = {
      .doc = "Serve a non-loopback `api.host` without any secret configured (anyone who can "
             "reach it reads everything).",
      .env = {"DATALAYER_OTEL_AGENT_API_ALLOW_UNAUTHENTICATED"}, .section = CONFIG_SEC_API},
+    {G("api.ingest_auth", CONFIG_KIND_BOOL, api.ingest_auth), .def = "true",
+     .doc = "OTLP ingest on the query API port (`/api/otel/v1/otlp/v1/...`) needs a Bearer token "
+            "when auth is on; rows get the token's user. False accepts anonymous ingest (rows keep "
+            "their `datalayer.user_uid` resource attribute).",
+     .env = {"DATALAYER_OTEL_AGENT_API_INGEST_AUTH"}, .section = CONFIG_SEC_API},
 
     /* admin */
     {G("admin.endpoint", CONFIG_KIND_STRING, admin.endpoint), .def = "localhost:13133",

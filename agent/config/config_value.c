@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <jansson.h>
+
 #include "config/config_int.h"
 #include "dlotel.h"
 
@@ -740,9 +742,69 @@ static int parse_map(const char *text, size_t len, struct config_map *m, char *w
     return rv;
 }
 
+int config_processors_canon(struct json_t *root, struct config_value *v, char *why, size_t why_len)
+{
+    if (!json_is_array(root)) {
+        snprintf(why, why_len, "expected a list of processors, e.g. [{\"kind\": \"filter\"}]");
+        return DLOTEL_ERR_CONFIG;
+    }
+    size_t i;
+    json_t *it;
+    json_array_foreach(root, i, it)
+    {
+        if (!json_is_object(it) || !json_is_string(json_object_get(it, "kind"))) {
+            snprintf(why, why_len,
+                     "item %zu: expected a processor with a kind, e.g. "
+                     "{\"kind\": \"filter\"}",
+                     i);
+            return DLOTEL_ERR_CONFIG;
+        }
+    }
+    if (json_array_size(root) == 0) {
+        return 0;
+    }
+    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    if (s == NULL) {
+        return DLOTEL_ERR_NOMEM;
+    }
+    if (strlen(s) > CONFIG_MAX_PROCESSORS) {
+        free(s);
+        snprintf(why, why_len, "longer than %u bytes as JSON", CONFIG_MAX_PROCESSORS);
+        return DLOTEL_ERR_CONFIG;
+    }
+    v->s = s;
+    return 0;
+}
+
+/* A processors list from text: JSON (the environment, flags, the Python typed config). */
+static int parse_processors(const char *text, size_t len, struct config_value *v, char *why,
+                            size_t why_len)
+{
+    if (len == 0) {
+        return 0; /* Unsets. */
+    }
+    if (len > CONFIG_MAX_PROCESSORS) {
+        snprintf(why, why_len, "longer than %u bytes", CONFIG_MAX_PROCESSORS);
+        return DLOTEL_ERR_CONFIG;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(why, why_len, "not a JSON list of processors (%s at column %d)", jerr.text,
+                 jerr.column);
+        return DLOTEL_ERR_CONFIG;
+    }
+    int rv = config_processors_canon(root, v, why, why_len);
+    json_decref(root);
+    return rv;
+}
+
 int config_value_parse(const struct config_option *opt, const char *text, size_t len,
                        struct config_value *v, char *why, size_t why_len)
 {
+    if (opt->kind == CONFIG_KIND_PROCESSORS) {
+        return parse_processors(text, len, v, why, why_len);
+    }
     if (config_check_string(text, len, why, why_len) != 0) {
         return DLOTEL_ERR_CONFIG;
     }
@@ -836,6 +898,8 @@ int config_value_parse(const struct config_option *opt, const char *text, size_t
         snprintf(why, why_len, "set a field of an exporter, e.g. exporters.NAME.type");
         rv = DLOTEL_ERR_CONFIG;
         break;
+    case CONFIG_KIND_PROCESSORS:
+        break;
     }
     free(s);
     return rv;
@@ -849,7 +913,8 @@ void config_field_cleanup(void *base, const struct config_option *opt)
     switch (opt->kind) {
     case CONFIG_KIND_STRING:
     case CONFIG_KIND_SECRET:
-    case CONFIG_KIND_PATH: {
+    case CONFIG_KIND_PATH:
+    case CONFIG_KIND_PROCESSORS: {
         char **sp = (char **)(void *)field;
         if (opt->kind == CONFIG_KIND_SECRET && *sp != NULL) {
             /* Do not leave secrets in freed memory. */
@@ -891,6 +956,7 @@ void config_value_commit(void *base, const struct config_option *opt, struct con
     case CONFIG_KIND_STRING:
     case CONFIG_KIND_SECRET:
     case CONFIG_KIND_PATH:
+    case CONFIG_KIND_PROCESSORS:
         *(char **)(void *)field = v->s;
         v->s = NULL;
         break;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <yaml.h>
 
 #include "config/config_int.h"
@@ -356,6 +357,95 @@ static void map_pair(struct ywalk *w, yaml_node_t *key, const char *k, size_t kl
     }
 }
 
+/* ---- processors: a YAML subtree kept as JSON ----------------------------------------------- */
+
+static json_t *yaml_to_json(struct ywalk *w, yaml_node_t *n, const char *path);
+
+struct jmap_ctx {
+    json_t *obj;
+    const char *path;
+    bool failed;
+};
+
+static void jmap_pair(struct ywalk *w, yaml_node_t *key, const char *k, size_t klen,
+                      yaml_node_t *val, void *ctx)
+{
+    (void)key;
+    struct jmap_ctx *m = ctx;
+    json_t *v = yaml_to_json(w, val, m->path);
+    char *ks = v != NULL ? strndup(k, klen) : NULL;
+    if (v == NULL || ks == NULL || json_object_set_new(m->obj, ks, v) != 0) {
+        m->failed = true;
+        if (ks == NULL) {
+            json_decref(v);
+        }
+    }
+    free(ks);
+}
+
+/*
+ * A plain scalar keeps the type YAML gives it (integer, float, boolean, null) so that `ratio:
+ * 0.25` and `value: 42` reach the processors as numbers; quoted scalars are strings. ${env:NAME}
+ * is expanded as in every other string. Depth is bounded by check_shape() already.
+ */
+static json_t *yaml_to_json(struct ywalk *w, yaml_node_t *n, const char *path)
+{
+    if (n->type == YAML_SEQUENCE_NODE) {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start;
+             a != NULL && it < n->data.sequence.items.top; it++) {
+            json_t *v = yaml_to_json(w, yaml_document_get_node(w->doc, *it), path);
+            if (v == NULL || json_array_append_new(a, v) != 0) {
+                json_decref(a);
+                a = NULL;
+            }
+        }
+        return a;
+    }
+    if (n->type == YAML_MAPPING_NODE) {
+        struct jmap_ctx m = {json_object(), path, false};
+        if (m.obj != NULL) {
+            each_pair(w, n, path, jmap_pair, &m);
+        }
+        if (m.failed || w->rv != 0) {
+            json_decref(m.obj);
+            return NULL;
+        }
+        return m.obj;
+    }
+    if (is_null(n)) {
+        return json_null();
+    }
+    struct buf text;
+    if (scalar_text(w, n, path, &text) != 0) {
+        return NULL;
+    }
+    const char *s = (const char *)text.data;
+    json_t *v = NULL;
+    if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && text.len > 0) {
+        char *end;
+        errno = 0;
+        long long i = strtoll(s, &end, 10);
+        if (*end == 0 && errno == 0) {
+            v = json_integer(i);
+        } else {
+            double d = strtod(s, &end);
+            if (*end == 0 && errno == 0 && strspn(s, "+-0123456789.eE") == text.len) {
+                v = json_real(d);
+            } else if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0) {
+                v = json_true();
+            } else if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0) {
+                v = json_false();
+            }
+        }
+    }
+    if (v == NULL) {
+        v = json_stringn(s, text.len);
+    }
+    buf_cleanup(&text);
+    return v;
+}
+
 /* Applies node |val| to option |idx| of |t|. */
 static void apply_value(struct ywalk *w, struct table_ctx *t, int idx, yaml_node_t *val,
                         const char *path)
@@ -364,6 +454,28 @@ static void apply_value(struct ywalk *w, struct table_ctx *t, int idx, yaml_node
     char where[300];
     where_of(w, val, where, sizeof(where));
     struct config_value v = {0};
+    if (opt->kind == CONFIG_KIND_PROCESSORS && val->type != YAML_SCALAR_NODE) {
+        json_t *root = yaml_to_json(w, val, path);
+        if (root == NULL) {
+            if (w->rv == 0 && w->errs->n_errors == 0) {
+                w->rv = DLOTEL_ERR_NOMEM;
+            }
+            return;
+        }
+        char why[256];
+        int rv = config_processors_canon(root, &v, why, sizeof(why));
+        json_decref(root);
+        if (rv == DLOTEL_ERR_CONFIG) {
+            config_diag_add(w->errs, false, where, path, "%s", why);
+            return;
+        }
+        if (rv != 0) {
+            w->rv = rv;
+            return;
+        }
+        commit(t, idx, &v);
+        return;
+    }
     if (opt->kind == CONFIG_KIND_LIST && val->type == YAML_SEQUENCE_NODE) {
         for (yaml_node_item_t *it = val->data.sequence.items.start;
              it < val->data.sequence.items.top; it++) {
@@ -426,6 +538,7 @@ static void apply_value(struct ywalk *w, struct table_ctx *t, int idx, yaml_node
         case CONFIG_KIND_PATH:
         case CONFIG_KIND_LIST:
         case CONFIG_KIND_MAP:
+        case CONFIG_KIND_PROCESSORS:
             /* Null unsets a string and empties a list or map. */
             commit(t, idx, &v);
             return;

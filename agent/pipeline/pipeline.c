@@ -181,6 +181,10 @@ struct pipeline {
 
     int handles; /* Open handles; the memory goes when the last is closed. */
     struct pipeline_totals totals;
+    struct {
+        pipeline_process_fn fn;
+        void *userdata;
+    } processors[OTLP_SIGNAL_COUNT];
 };
 
 static void sender_pump(struct sender *sd);
@@ -1229,8 +1233,55 @@ static void on_async_done(void *userdata, const struct export_result *res)
     join_release(j, status, status == 0 ? NULL : detail);
 }
 
+static void submit_encoded(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, size_t len,
+                           const struct otlp_counts *counts, pipeline_done_fn done, void *userdata);
+
+void pipeline_set_processor(struct pipeline *p, enum otlp_signal s, pipeline_process_fn fn,
+                            void *userdata)
+{
+    if ((unsigned)s < OTLP_SIGNAL_COUNT) {
+        p->processors[s].fn = fn;
+        p->processors[s].userdata = userdata;
+    }
+}
+
 void pipeline_submit(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, size_t len,
                      const struct otlp_counts *counts, pipeline_done_fn done, void *userdata)
+{
+    if ((unsigned)s >= OTLP_SIGNAL_COUNT || p->processors[s].fn == NULL || p->stopped ||
+        p->closing) {
+        submit_encoded(p, s, pb, len, counts, done, userdata);
+        return;
+    }
+    /*
+     * The decode path. The processed request lives in a buffer of its own for the length of
+     * this call (exporters copy what they keep), so a done() that submits again is safe.
+     */
+    uint64_t items = counts != NULL ? counts->items : 0;
+    struct buf out;
+    buf_init(&out, (size_t)len * 2 + 64 * 1024);
+    struct otlp_counts pc = {0};
+    int rc = p->processors[s].fn(p->processors[s].userdata, s, pb, len, &out, &pc);
+    if (rc != 0) {
+        buf_cleanup(&out);
+        p->totals.failed_requests++;
+        done(userdata, rc, "the processors could not handle the request");
+        return;
+    }
+    p->totals.processed_dropped_items += items > pc.items ? items - pc.items : 0;
+    if (pc.items == 0) {
+        /* Every item dropped, as configured: the client's request succeeded. */
+        buf_cleanup(&out);
+        p->totals.accepted_requests++;
+        done(userdata, 0, NULL);
+        return;
+    }
+    submit_encoded(p, s, out.data, out.len, &pc, done, userdata);
+    buf_cleanup(&out);
+}
+
+static void submit_encoded(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, size_t len,
+                           const struct otlp_counts *counts, pipeline_done_fn done, void *userdata)
 {
     if ((unsigned)s >= OTLP_SIGNAL_COUNT) {
         done(userdata, DLOTEL_ERR_INVALID_ARG, "unknown signal");

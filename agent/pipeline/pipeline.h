@@ -137,6 +137,24 @@ void pipeline_submit(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, 
                      const struct otlp_counts *counts, pipeline_done_fn done, void *userdata);
 
 /*
+ * The processor chain of one signal (agent/processor), seen by the pipeline as a transform: it
+ * reads the request |pb|, appends the request to send to |out| (an empty buffer; it may stay
+ * empty when every item was dropped) and fills |counts| with what |out| holds. Returns 0 or a
+ * dlotel_error, which refuses the request (DLOTEL_ERR_BAD_INPUT: 400).
+ */
+typedef int (*pipeline_process_fn)(void *userdata, enum otlp_signal s, const uint8_t *pb,
+                                   size_t len, struct buf *out, struct otlp_counts *counts);
+
+/*
+ * Runs |fn| on every request of signal |s| in pipeline_submit(), on the loop thread, before it
+ * is queued or exported. NULL (the default) leaves the fast path: nothing is decoded.
+ * |userdata| is borrowed and must outlive the pipeline. A request whose every item is dropped is
+ * answered as accepted and goes to no exporter; its items are counted in processed_dropped_items.
+ */
+void pipeline_set_processor(struct pipeline *p, enum otlp_signal s, pipeline_process_fn fn,
+                            void *userdata);
+
+/*
  * Seals every partial batch now (SIGUSR1): what was queued before the call is sent without
  * waiting for batch_timeout, as far as max_in_flight allows; then calls every exporter's flush
  * op once.
@@ -212,6 +230,7 @@ struct pipeline_totals {
     uint64_t failed_requests; /* DLOTEL_ERR_IO and other errors */
     uint64_t split_requests;  /* Requests split at submit for memory queues. */
     uint64_t memory_bytes;    /* Now: bytes held by all memory queues (in flight included). */
+    uint64_t processed_dropped_items; /* Dropped by the processors (filter, sample). */
 };
 
 void pipeline_get_totals(const struct pipeline *p, struct pipeline_totals *out);

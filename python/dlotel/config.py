@@ -2,13 +2,16 @@
 
 It mirrors the shape of rotel's Python package: one `exporter`, or an `exporters` dict of named
 exporters built with `Config.otlp_exporter(...)` and friends, routed per signal with
-`exporters_traces`, `exporters_metrics` and `exporters_logs`, plus batch and log options. Each
+`exporters_traces`, `exporters_metrics` and `exporters_logs`, processor chains per signal
+(`processors_traces`, ... built with `Config.filter_processor(...)` and friends; see
+docs/processors.md), plus batch and log options. Each
 option becomes a `key=value` setting handed to `dlotel_config_set()`, which ranks above the
 environment and the YAML file; options left at None leave the environment's value alone.
 """
 
 from __future__ import annotations
 
+import json
 import numbers
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -141,6 +144,57 @@ class Config:
         API."""
         return {"_type": "sink"}
 
+    # ---- processors (docs/processors.md): each returns one item of a processors_* list ----
+
+    @staticmethod
+    def filter_processor(*, include_urls: Optional[Union[str, List[str]]] = None,
+                         exclude_urls: Optional[Union[str, List[str]]] = None,
+                         drop: Optional[List[Mapping]] = None) -> dict:
+        """Drops items. For traces, URL lists (comma-separated or a list of patterns: exact
+        "/health", prefix "/api/*", regex "^/api/v[0-9]+/.*") judge http.route / url.path of
+        the spans where requests enter a service; an include list wins; `exclude_urls=""`
+        clears the default list (health checks, /metrics, API docs, favicon). `drop` is a list
+        of conditions such as {"name": "^GET /internal"}, {"service": "noisy"},
+        {"attribute": "http.method", "value": "OPTIONS"}, {"severity_below": "WARN"}."""
+        return _processor("filter", include_urls=include_urls, exclude_urls=exclude_urls,
+                          drop=drop)
+
+    @staticmethod
+    def sample_processor(*, ratio: Union[float, str]) -> dict:
+        """Keeps `ratio` (0 to 1, like OTEL_TRACES_SAMPLER_ARG) of the traces, decided by trace
+        id so every agent agrees and a trace is never split (traces and logs)."""
+        return _processor("sample", ratio=ratio)
+
+    @staticmethod
+    def attributes_processor(*, actions: Optional[List[Mapping]] = None,
+                             redact_keys: Optional[Union[str, List[str]]] = None,
+                             redact_values: Optional[Union[str, List[str]]] = None,
+                             targets: Optional[List[str]] = None) -> dict:
+        """Actions {"key", "action": insert|update|upsert|delete|hash, "value"} as in the
+        OpenTelemetry collector, then redaction ("****") of values whose key or string value
+        matches a pattern; `targets` among resource, span, event, link, log, datapoint."""
+        return _processor("attributes", actions=actions, redact_keys=redact_keys,
+                          redact_values=redact_values, targets=targets)
+
+    @staticmethod
+    def resource_processor(*, user_uid: Optional[str] = None, host_name: Optional[bool] = None,
+                           container_id: Optional[bool] = None, process: Optional[bool] = None,
+                           service_instance_id: Optional[bool] = None) -> dict:
+        """Adds host.name, container.id and service.instance.id (with process=True also the
+        agent's process.pid) to resources that lack them, and datalayer.user_uid when given."""
+        return _processor("resource", user_uid=user_uid, host_name=host_name,
+                          container_id=container_id, process=process,
+                          service_instance_id=service_instance_id)
+
+    @staticmethod
+    def limits_processor(*, max_value_length: Optional[int] = None,
+                         max_attributes: Optional[int] = None,
+                         targets: Optional[List[str]] = None) -> dict:
+        """Cuts string values to `max_value_length` bytes and keeps at most `max_attributes`
+        attributes per set, counting what was dropped."""
+        return _processor("limits", max_value_length=max_value_length,
+                          max_attributes=max_attributes, targets=targets)
+
     @staticmethod
     def settings(**options) -> List[Tuple[str, str]]:
         """The (key, value) settings for the options of `dlotel.Agent(...)`. Raises TypeError
@@ -165,6 +219,14 @@ class Config:
                     raise TypeError(f"exporters_{sig} must be a list of exporter names")
                 routing[sig] = list(names)
                 out.append((f"exporters_{sig}", ",".join(names)))
+        for sig in _SIGNALS:
+            chain = options.pop(f"processors_{sig}", None)
+            if chain is not None:
+                if isinstance(chain, (str, Mapping)) or not all(
+                        isinstance(p, Mapping) and "kind" in p for p in chain):
+                    raise TypeError(f"processors_{sig} must be a list of processors built with "
+                                    "Config.filter_processor(...) and friends")
+                out.append((f"processors_{sig}", json.dumps([dict(p) for p in chain])))
         debug_log = options.pop("debug_log", None)
         if debug_log is not None:
             out.extend(_debug_log_settings(debug_log, list(exporters), routing))
@@ -189,7 +251,14 @@ class Config:
 
 
 _OTHER_OPTIONS = ["exporter", "exporters", "exporters_traces", "exporters_metrics",
-                  "exporters_logs", "debug_log", "exit_when_unused", "settings"]
+                  "exporters_logs", "processors_traces", "processors_metrics",
+                  "processors_logs", "debug_log", "exit_when_unused", "settings"]
+
+
+def _processor(kind: str, **opts) -> dict:
+    out = {"kind": kind}
+    out.update({k: v for k, v in opts.items() if v is not None})
+    return out
 
 
 def _exporter_settings(name: str, ex: Mapping) -> Iterable[Tuple[str, str]]:
