@@ -42,9 +42,11 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "dlotel.h"
+#include "api/api.h"
 #include "exporter/exporter.h"
 #include "launcher/control.h"
 #include "pipeline/pipeline.h"
+#include "processor/processor.h"
 #include "receiver/receiver.h"
 #include "sink/sink_module.h"
 
@@ -71,11 +73,15 @@ struct agent {
     bool stop_handles_open;
     bool draining_started;
     struct pipeline *pipeline;
+    struct processor_chain *chains[OTLP_SIGNAL_COUNT]; /* processors_*; NULL: the fast path. */
     /* Receivers, and their counters kept past receiver_free() for /metrics while draining. */
     struct receiver *receivers[2];
     struct receiver_stats receiver_final[2];
     bool receiver_gone[2];
     struct admin *admin;
+    /* The query API (DESIGN.md section 6) over the sink exporter, when there is one. */
+    struct exporter *sink_exporter; /* Owned by the pipeline. */
+    struct api_server *api;
     enum agent_state state;
     uint64_t start_mono_ns;
     uint64_t start_unix_ns;
@@ -277,6 +283,9 @@ static int exporter_build(struct agent *a, const struct config_exporter *ce, str
         so.retention_days = (uint32_t)a->cfg->sink.retention_days;
         char detail[512];
         rc = exporter_sink_new(out, &a->loop, &so, NULL, detail, sizeof(detail));
+        if (rc == 0 && a->sink_exporter == NULL) {
+            a->sink_exporter = *out;
+        }
         if (rc != 0 && rc != DLOTEL_ERR_NOMEM) {
             log_error("agent", "exporter %s: cannot open the sink in %s: %s", ce->name,
                       so.data_dir != NULL ? so.data_dir : "(no sink.data_dir)", detail);
@@ -440,6 +449,20 @@ static int collect(void *userdata, struct admin_snapshot *s)
 
 /* ---- stopping -------------------------------------------------------------------------------- */
 
+/* Names as config_table.c spells them (enum config_jwt_algorithm order). */
+static const char *jwt_algorithm_name(enum config_jwt_algorithm alg)
+{
+    static const char *const names[] = {"HS256", "HS384", "HS512", "RS256"};
+    return (size_t)alg < sizeof(names) / sizeof(names[0]) ? names[alg] : "HS256";
+}
+
+/* The API goes with the receivers: it ingests too, and it must not outlive the sink exporter. */
+static void api_stop(struct agent *a)
+{
+    api_server_free(a->api);
+    a->api = NULL;
+}
+
 static void receivers_stop(struct agent *a)
 {
     for (size_t i = 0; i < 2; i++) {
@@ -478,6 +501,7 @@ static void agent_teardown(struct agent *a)
     a->state = AGENT_STOPPED;
     stop_handles_close(a);
     receivers_stop(a);
+    api_stop(a);
     admin_free(a->admin);
     a->admin = NULL;
     signals_close(a);
@@ -530,6 +554,7 @@ static void start_drain(struct agent *a)
     a->draining_started = true;
     stop_handles_close(a);
     receivers_stop(a);
+    api_stop(a);
     if (pipeline_drain(a->pipeline, a->cfg->shutdown_timeout_ns, on_drained, a) != 0) {
         agent_teardown(a);
     }
@@ -610,7 +635,7 @@ static void on_flush_signal(uv_signal_t *h, int signum)
  * errno set.
  */
 static int write_ready_file(const char *path, uint16_t grpc_port, uint16_t http_port,
-                            uint16_t admin_port)
+                            uint16_t admin_port, uint16_t api_port)
 {
     char tmp[4096];
     int w = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -618,10 +643,14 @@ static int write_ready_file(const char *path, uint16_t grpc_port, uint16_t http_
         errno = ENAMETOOLONG;
         return -1;
     }
-    char json[160];
+    char json[200];
+    char api[32] = "";
+    if (api_port != 0) {
+        snprintf(api, sizeof(api), ",\"api_port\":%u", (unsigned)api_port);
+    }
     int n = snprintf(
-        json, sizeof(json), "{\"pid\":%ld,\"grpc_port\":%u,\"http_port\":%u,\"admin_port\":%u}\n",
-        (long)getpid(), (unsigned)grpc_port, (unsigned)http_port, (unsigned)admin_port);
+        json, sizeof(json), "{\"pid\":%ld,\"grpc_port\":%u,\"http_port\":%u,\"admin_port\":%u%s}\n",
+        (long)getpid(), (unsigned)grpc_port, (unsigned)http_port, (unsigned)admin_port, api);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         return -1;
@@ -726,6 +755,13 @@ static int agent_run(struct agent *a, const struct cli_args *args)
     if (rc != 0) {
         return rc;
     }
+    char pwhy[600];
+    rc = processor_chains_attach(a->pipeline, cfg, a->chains, pwhy, sizeof(pwhy));
+    if (rc != 0) {
+        log_error("agent", "%s", pwhy);
+        start_failed(a, DLOTEL_ERR_CONFIG, "%s", pwhy);
+        return rc == DLOTEL_ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+    }
 
     struct receiver_options grpc_o = {.max_request_bytes = cfg->receivers.grpc_max_message_size};
     struct receiver_options http_o = {.max_request_bytes = cfg->receivers.http_max_body_size};
@@ -746,6 +782,28 @@ static int agent_run(struct agent *a, const struct cli_args *args)
         log_listen_error(a, "admin", &admin_ep, rc);
         return EXIT_RUNTIME;
     }
+    if (a->sink_exporter != NULL) {
+        struct api_options ao = {
+            .host = cfg->api.host,
+            .port = (uint16_t)cfg->api.port,
+            .jwt_secret = cfg->api.jwt_secret,
+            .jwt_issuer = cfg->api.jwt_issuer,
+            .jwt_algorithm = jwt_algorithm_name(cfg->api.jwt_algorithm),
+            .iam_api_key = cfg->api.iam_api_key,
+            .cors_origin = cfg->api.cors_origin,
+            .allow_unauthenticated = cfg->api.allow_unauthenticated,
+            .ingest_auth = cfg->api.ingest_auth,
+            .sink = a->sink_exporter,
+            .max_body = cfg->receivers.http_max_body_size,
+        };
+        char why[512] = "";
+        rc = api_server_new(&a->api, &a->loop, &ao, why, sizeof(why));
+        if (rc != 0) {
+            log_error("agent", "query API: %s", why[0] != '\0' ? why : dlotel_strerror(rc));
+            start_failed(a, rc, "query API: %s", why[0] != '\0' ? why : dlotel_strerror(rc));
+            return rc == DLOTEL_ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
+        }
+    }
 
     uv_prepare_init(&a->loop, &a->stop_prepare);
     uv_timer_init(&a->loop, &a->stop_timer);
@@ -763,6 +821,7 @@ static int agent_run(struct agent *a, const struct cli_args *args)
     uint16_t grpc_port = receiver_port(a->receivers[0]);
     uint16_t http_port = receiver_port(a->receivers[1]);
     uint16_t adm_port = admin_port(a->admin);
+    uint16_t api_port = a->api != NULL ? api_server_port(a->api) : 0;
     char gw[CLI_HOST_MAX + 16], hw[CLI_HOST_MAX + 16], aw[CLI_HOST_MAX + 16];
     cli_endpoint_format(gw, sizeof(gw), grpc_ep.host, grpc_port);
     cli_endpoint_format(hw, sizeof(hw), http_ep.host, http_port);
@@ -771,9 +830,15 @@ static int agent_run(struct agent *a, const struct cli_args *args)
              "dlotel %s listening: otlp_grpc on %s, otlp_http on %s; admin (/metrics, /healthz) "
              "on %s; pid %ld",
              DLOTEL_VERSION, gw, hw, aw, (long)getpid());
+    if (a->api != NULL) {
+        char pw[CLI_HOST_MAX + 16];
+        cli_endpoint_format(pw, sizeof(pw), cfg->api.host, api_port);
+        log_info("agent", "query API on http://%s/api/otel/v1 (auth %s)", pw,
+                 cfg->api.jwt_secret != NULL || cfg->api.iam_api_key != NULL ? "on" : "off");
+    }
 
     if (args->ready_file != NULL &&
-        write_ready_file(args->ready_file, grpc_port, http_port, adm_port) != 0) {
+        write_ready_file(args->ready_file, grpc_port, http_port, adm_port, api_port) != 0) {
         log_error("agent", "cannot write the ready file %s: %s", args->ready_file, strerror(errno));
         return EXIT_RUNTIME;
     }
@@ -788,6 +853,7 @@ static int agent_run(struct agent *a, const struct cli_args *args)
             .pipeline = a->pipeline,
             .grpc_port = grpc_port,
             .http_port = http_port,
+            .api_port = api_port,
             .on_stop = on_control_stop,
             .userdata = a,
         };
@@ -922,6 +988,7 @@ int cli_agent_main(const struct cli_args *args)
             close(a->lock_fds[i]);
         }
     }
+    processor_chains_free(a->chains);
     free(a);
     cli_log_close();
     config_free(cfg);

@@ -111,7 +111,7 @@ void cli_print_help(FILE *f)
             "  status          the daemon started by libdlotel (dlotel.start()): ports,\n"
             "                  attached processes, queues (--json for scripts)\n"
             "  stop            stop that daemon; it drains its queues first\n"
-            "  serve           run the stand-alone sink (not built yet)\n"
+            "  serve           run the stand-alone sink and its query API\n"
             "  version         print the version\n"
             "  help            print this help\n\n"
             "options of agent and config:\n"

@@ -5,6 +5,8 @@
  *   dlotel config  --print|--check [options]
  *   dlotel status | stop                the daemon libdlotel started (agent/launcher)
  *   dlotel serve                        the stand-alone sink (receivers + DuckDB store)
+ *   dlotel traces [ID] | logs | metrics [NAME] | query SQL | services | stats | flush
+ *   dlotel smoke-test                   clients of a sink's query API (client*.c)
  *   dlotel version | help
  *
  * Options are the same for agent and config (cli_args.c), so `dlotel config --print` with the
@@ -12,12 +14,14 @@
  *
  * Exit codes scripts can trust: 0 success (and a clean stop on SIGTERM/SIGINT), 1 a runtime
  * failure (a port is taken, a file cannot be opened, a forced stop), 2 a usage or configuration
- * error (unknown flag, bad value, invalid configuration).
+ * error (unknown flag, bad value, invalid configuration). The client commands add 3 (cannot
+ * connect to the API) and 4 (the API refused the token), see client.h.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/client.h"
 #include "core/buf.h"
 #include "dlotel.h"
 #include "launcher/control_cmd.h"
@@ -93,13 +97,35 @@ static int cmd_serve(int argc, char **argv)
     return rc;
 }
 
+/* `dlotel help`: the agent's commands and options (cli_args.c), then the client commands. */
+static void print_help(FILE *f)
+{
+    cli_print_help(f);
+    fputc('\n', f);
+    client_print_help(f);
+}
+
+static const struct {
+    const char *name;
+    enum client_cmd cmd;
+} client_cmds[] = {
+    {"traces", CLIENT_TRACES}, {"logs", CLIENT_LOGS},         {"metrics", CLIENT_METRICS},
+    {"query", CLIENT_QUERY},   {"services", CLIENT_SERVICES}, {"stats", CLIENT_STATS},
+    {"flush", CLIENT_FLUSH},   {"smoke-test", CLIENT_SMOKE},
+};
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        cli_print_help(stderr);
+        print_help(stderr);
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    for (size_t i = 0; i < sizeof(client_cmds) / sizeof(client_cmds[0]); i++) {
+        if (strcmp(cmd, client_cmds[i].name) == 0) {
+            return client_main(client_cmds[i].cmd, argc - 2, argv + 2);
+        }
+    }
     if (strcmp(cmd, "agent") == 0) {
         return cmd_agent(argc - 2, argv + 2);
     }
@@ -120,7 +146,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        cli_print_help(stdout);
+        print_help(stdout);
         return 0;
     }
     cli_usage_error("unknown command '%s'", cmd);

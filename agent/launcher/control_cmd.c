@@ -103,6 +103,10 @@ static void print_status(json_t *st)
     printf("runtime directory:  %s\n", json_string_value(json_object_get(st, "runtime_dir")));
     printf("listening:          otlp_grpc port %" PRId64 ", otlp_http port %" PRId64 "\n",
            jint(st, "grpc_port"), jint(st, "http_port"));
+    if (jint(st, "api_port") > 0) {
+        printf("query API:          http://localhost:%" PRId64 "/api/otel/v1\n",
+               jint(st, "api_port"));
+    }
     printf("processes attached: %" PRId64, jint(st, "users"));
     json_t *clients = json_object_get(st, "clients");
     size_t i;

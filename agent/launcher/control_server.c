@@ -61,7 +61,7 @@ struct control_server {
     uint64_t config_hash;
     int64_t exit_when_unused_ms;
     struct pipeline *pipeline;
-    int grpc_port, http_port;
+    int grpc_port, http_port, api_port;
     char *config_summary;
     control_stop_fn on_stop;
     void *userdata;
@@ -245,6 +245,9 @@ static json_t *status_json(struct control_server *s)
         json_integer((json_int_t)((time_monotonic_nano() - s->started_ns) / 1000000u)));
     json_object_set_new(j, "grpc_port", json_integer(s->grpc_port));
     json_object_set_new(j, "http_port", json_integer(s->http_port));
+    if (s->api_port > 0) {
+        json_object_set_new(j, "api_port", json_integer(s->api_port));
+    }
     json_object_set_new(j, "users", json_integer((json_int_t)s->users));
     json_object_set_new(j, "exit_when_unused_ms", json_integer(s->exit_when_unused_ms));
     json_t *clients = json_array();
@@ -711,6 +714,7 @@ int control_server_new(struct control_server **out, struct uv_loop_s *loop,
     s->pipeline = o->pipeline;
     s->grpc_port = o->grpc_port;
     s->http_port = o->http_port;
+    s->api_port = o->api_port;
     s->on_stop = o->on_stop;
     s->userdata = o->userdata;
     s->started_ns = time_monotonic_nano();

@@ -123,8 +123,7 @@ static void answer_error(struct receiver *r, struct http_stream *s, const char *
     }
     struct buf body;
     buf_init(&body, 8 * MESSAGE_MAX);
-    int32_t code = (int32_t)grpc_status_from_error(err, false);
-    if (otlp_status_encode(code, message, json, &body) != 0) {
+    if (receiver_otlp_http_error_body(json, err, message, &body) != 0) {
         /* Only an allocation can fail here: answer without a body rather than not at all. */
         buf_reset(&body);
     }
@@ -181,6 +180,119 @@ static void on_done(void *userdata, int status, const char *detail)
     free(c);
 }
 
+int receiver_otlp_http_decode(const struct http_request *req, enum otlp_signal sig,
+                              uint64_t max_request, struct buf *inflated, struct buf *converted,
+                              struct arena *arena, struct receiver_http_body *out)
+{
+    char *message = out->message;
+    size_t mlen = sizeof(out->message);
+    char shown[64];
+
+    out->pb = NULL;
+    out->len = 0;
+    out->counts = (struct otlp_counts){0};
+    out->status = 0;
+    out->message[0] = '\0';
+    /* Known before anything else, so that every error answer can use the request's type. */
+    out->json = false;
+    const char *ctype = http_request_header(req, "content-type");
+    bool json = false;
+    bool ctype_ok = parse_content_type(ctype, &json);
+    out->json = json;
+
+    if (!ctype_ok) {
+        receiver_sanitize(shown, sizeof(shown), ctype != NULL ? ctype : "(none)", 48);
+        snprintf(message, mlen, "unsupported content-type %s: use " CT_PROTOBUF " or " CT_JSON,
+                 shown);
+        out->status = 415;
+        return DLOTEL_ERR_UNSUPPORTED;
+    }
+    enum codec codec = CODEC_NONE;
+    const char *cenc = http_request_header(req, "content-encoding");
+    if (cenc != NULL) {
+        const char *p = cenc;
+        size_t len = strlen(cenc);
+        trim(&p, &len);
+        if (codec_parse(p, len, &codec) != 0) {
+            receiver_sanitize(shown, sizeof(shown), cenc, 48);
+            snprintf(message, mlen, "unsupported content-encoding %s: use gzip, zstd or identity",
+                     shown);
+            out->status = 415;
+            return DLOTEL_ERR_UNSUPPORTED;
+        }
+    }
+    if (req->body_too_large) {
+        snprintf(message, mlen, "request body larger than %llu bytes",
+                 (unsigned long long)max_request);
+        out->status = 413;
+        return DLOTEL_ERR_TOO_LARGE;
+    }
+
+    /* The body as sent; replaced by the decompressed one, then by protobuf made from JSON. */
+    const uint8_t *data = req->body.data != NULL ? req->body.data : (const uint8_t *)"";
+    size_t len = req->body.len;
+    int rc;
+
+    if (codec != CODEC_NONE) {
+        rc = codec_decompress(codec, data, len, inflated);
+        if (rc != 0) {
+            if (rc == DLOTEL_ERR_TOO_LARGE) {
+                snprintf(message, mlen,
+                         "request body larger than %llu bytes after %s decompression",
+                         (unsigned long long)max_request, codec_name(codec));
+            } else if (rc == DLOTEL_ERR_BAD_INPUT) {
+                snprintf(message, mlen, "malformed %s body", codec_name(codec));
+            } else {
+                snprintf(message, mlen, "cannot decompress the body: %s", dlotel_strerror(rc));
+            }
+            out->status = receiver_http_status(rc);
+            return rc;
+        }
+        data = inflated->data != NULL ? inflated->data : (const uint8_t *)"";
+        len = inflated->len;
+    }
+
+    if (json) {
+        char why[160] = "";
+        rc = otlp_json_to_pb(sig, (const char *)data, len, arena, converted, why, sizeof(why));
+        if (rc != 0) {
+            if (rc == DLOTEL_ERR_BAD_INPUT) {
+                snprintf(message, mlen, "invalid OTLP/JSON request: %s", why);
+            } else if (rc == DLOTEL_ERR_TOO_LARGE) {
+                snprintf(message, mlen, "request too large once decoded");
+            } else {
+                snprintf(message, mlen, "cannot decode the request: %s", dlotel_strerror(rc));
+            }
+            out->status = receiver_http_status(rc);
+            return rc;
+        }
+        data = converted->data != NULL ? converted->data : (const uint8_t *)"";
+        len = converted->len;
+    }
+
+    struct otlp_error oerr = {0, NULL};
+    rc = otlp_scan(sig, data, len, &out->counts, &oerr);
+    if (rc != 0) {
+        const char *why = oerr.message != NULL ? oerr.message : "malformed";
+        if (json) {
+            snprintf(message, mlen, "invalid OTLP/JSON request: %s", why);
+        } else {
+            snprintf(message, mlen, "invalid protobuf request at byte %zu: %s", oerr.offset, why);
+        }
+        out->status = 400;
+        return DLOTEL_ERR_BAD_INPUT;
+    }
+    out->pb = data;
+    out->len = len;
+    return 0;
+}
+
+int receiver_otlp_http_error_body(bool json, int err, const char *message, struct buf *out)
+{
+    int32_t code = (int32_t)grpc_status_from_error(err, false);
+    return otlp_status_encode(code, message, json, out);
+}
+
 static void on_request(void *userdata, struct http_stream *s, const struct http_request *req)
 {
     struct receiver *r = userdata;
@@ -191,8 +303,7 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
 
     /* Known before anything else, so that every error answer can use the request's type. */
     bool json = false;
-    const char *ctype = http_request_header(req, "content-type");
-    bool ctype_ok = parse_content_type(ctype, &json);
+    parse_content_type(http_request_header(req, "content-type"), &json);
 
     enum otlp_signal sig;
     if (!find_route(target, &sig)) {
@@ -210,99 +321,13 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
                      req->body.len);
         return;
     }
-    if (!ctype_ok) {
-        receiver_sanitize(shown, sizeof(shown), ctype != NULL ? ctype : "(none)", 48);
-        snprintf(message, sizeof(message),
-                 "unsupported content-type %s: use " CT_PROTOBUF " or " CT_JSON, shown);
-        answer_error(r, s, method, target, json, 415, DLOTEL_ERR_UNSUPPORTED, message, (int)sig, 0,
-                     req->body.len);
-        return;
-    }
-    enum codec codec = CODEC_NONE;
-    const char *cenc = http_request_header(req, "content-encoding");
-    if (cenc != NULL) {
-        const char *p = cenc;
-        size_t len = strlen(cenc);
-        trim(&p, &len);
-        if (codec_parse(p, len, &codec) != 0) {
-            receiver_sanitize(shown, sizeof(shown), cenc, 48);
-            snprintf(message, sizeof(message),
-                     "unsupported content-encoding %s: use gzip, zstd or identity", shown);
-            answer_error(r, s, method, target, json, 415, DLOTEL_ERR_UNSUPPORTED, message, (int)sig,
-                         0, req->body.len);
-            return;
-        }
-    }
-    if (req->body_too_large) {
-        snprintf(message, sizeof(message), "request body larger than %llu bytes",
-                 (unsigned long long)r->max_request);
-        answer_error(r, s, method, target, json, 413, DLOTEL_ERR_TOO_LARGE, message, (int)sig, 0,
-                     0);
-        return;
-    }
 
-    /* The body as sent; replaced by the decompressed one, then by protobuf made from JSON. */
-    const uint8_t *data = req->body.data != NULL ? req->body.data : (const uint8_t *)"";
-    size_t len = req->body.len;
-    size_t wire_len = len;
-    int rc;
-
-    if (codec != CODEC_NONE) {
-        rc = codec_decompress(codec, data, len, &r->inflated);
-        if (rc != 0) {
-            if (rc == DLOTEL_ERR_TOO_LARGE) {
-                snprintf(message, sizeof(message),
-                         "request body larger than %llu bytes after %s decompression",
-                         (unsigned long long)r->max_request, codec_name(codec));
-            } else if (rc == DLOTEL_ERR_BAD_INPUT) {
-                snprintf(message, sizeof(message), "malformed %s body", codec_name(codec));
-            } else {
-                snprintf(message, sizeof(message), "cannot decompress the body: %s",
-                         dlotel_strerror(rc));
-            }
-            answer_error(r, s, method, target, json, receiver_http_status(rc), rc, message,
-                         (int)sig, 0, wire_len);
-            receiver_recycle(r);
-            return;
-        }
-        data = r->inflated.data != NULL ? r->inflated.data : (const uint8_t *)"";
-        len = r->inflated.len;
-    }
-
-    if (json) {
-        char why[160] = "";
-        rc = otlp_json_to_pb(sig, (const char *)data, len, &r->arena, &r->converted, why,
-                             sizeof(why));
-        if (rc != 0) {
-            if (rc == DLOTEL_ERR_BAD_INPUT) {
-                snprintf(message, sizeof(message), "invalid OTLP/JSON request: %s", why);
-            } else if (rc == DLOTEL_ERR_TOO_LARGE) {
-                snprintf(message, sizeof(message), "request too large once decoded");
-            } else {
-                snprintf(message, sizeof(message), "cannot decode the request: %s",
-                         dlotel_strerror(rc));
-            }
-            answer_error(r, s, method, target, json, receiver_http_status(rc), rc, message,
-                         (int)sig, 0, wire_len);
-            receiver_recycle(r);
-            return;
-        }
-        data = r->converted.data != NULL ? r->converted.data : (const uint8_t *)"";
-        len = r->converted.len;
-    }
-
-    struct otlp_counts counts = {0};
-    struct otlp_error oerr = {0, NULL};
-    rc = otlp_scan(sig, data, len, &counts, &oerr);
+    size_t wire_len = req->body_too_large ? 0 : req->body.len;
+    struct receiver_http_body body;
+    int rc = receiver_otlp_http_decode(req, sig, r->max_request, &r->inflated, &r->converted,
+                                       &r->arena, &body);
     if (rc != 0) {
-        const char *why = oerr.message != NULL ? oerr.message : "malformed";
-        if (json) {
-            snprintf(message, sizeof(message), "invalid OTLP/JSON request: %s", why);
-        } else {
-            snprintf(message, sizeof(message), "invalid protobuf request at byte %zu: %s",
-                     oerr.offset, why);
-        }
-        answer_error(r, s, method, target, json, 400, DLOTEL_ERR_BAD_INPUT, message, (int)sig, 0,
+        answer_error(r, s, method, target, body.json, body.status, rc, body.message, (int)sig, 0,
                      wire_len);
         receiver_recycle(r);
         return;
@@ -311,15 +336,19 @@ static void on_request(void *userdata, struct http_stream *s, const struct http_
     struct call *c = malloc(sizeof(*c));
     if (c == NULL) {
         answer_error(r, s, method, target, json, 503, DLOTEL_ERR_NOMEM, "out of memory", (int)sig,
-                     counts.items, wire_len);
+                     body.counts.items, wire_len);
         receiver_recycle(r);
         return;
     }
-    *c = (struct call){
-        .r = r, .stream = s, .signal = sig, .json = json, .items = counts.items, .bytes = wire_len};
+    *c = (struct call){.r = r,
+                       .stream = s,
+                       .signal = sig,
+                       .json = json,
+                       .items = body.counts.items,
+                       .bytes = wire_len};
     /* |req| (and with it |data|, when it points into the body) may be gone after this call. */
     receiver_call_begin(r);
-    pipeline_submit(r->pipeline, sig, data, len, &counts, on_done, c);
+    pipeline_submit(r->pipeline, sig, body.pb, body.len, &body.counts, on_done, c);
     receiver_recycle(r);
 }
 

@@ -8,6 +8,8 @@
 #ifndef DLOTEL_RECEIVER_H
 #define DLOTEL_RECEIVER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -108,5 +110,43 @@ void receiver_get_stats(const struct receiver *r, struct receiver_stats *out);
  * pipeline_free() ensures by answering everything it holds. NULL is a no-op.
  */
 void receiver_free(struct receiver *r);
+
+/*
+ * The OTLP/HTTP body handling of the receiver, for another server that takes OTLP/HTTP requests
+ * (the query API's POST /api/otel/v1/otlp/v1/{signal}), so that both answer alike.
+ */
+struct http_request;
+struct buf;
+struct arena;
+
+/* What receiver_otlp_http_decode() made of one request. */
+struct receiver_http_body {
+    const uint8_t *pb; /* The validated protobuf request (on success). */
+    size_t len;
+    struct otlp_counts counts;
+    bool json;         /* The request was OTLP/JSON: answer in JSON (set on failure too). */
+    int status;        /* On failure: the HTTP status to answer (400, 413, 415, ...). */
+    char message[256]; /* On failure: a sentence for the client. */
+};
+
+/*
+ * Checks and decodes the body of |req| (already routed to |sig| and known to be a POST) exactly
+ * as the OTLP/HTTP receiver does: content type (415), content encoding (415), size (413,
+ * |max_request| also after decompression, bounded by |inflated|'s and |converted|'s own max),
+ * gzip/zstd, OTLP/JSON to protobuf, the validation walk (400). |inflated|, |converted| and
+ * |arena| are the caller's scratch space: out->pb may point into them or into req->body, and
+ * stays valid until they are reset or |req| is answered.
+ *
+ * Returns 0, or the dlotel_error behind the refusal with out->status and out->message set.
+ */
+int receiver_otlp_http_decode(const struct http_request *req, enum otlp_signal sig,
+                              uint64_t max_request, struct buf *inflated, struct buf *converted,
+                              struct arena *arena, struct receiver_http_body *out);
+
+/*
+ * Appends the body of an OTLP/HTTP error answer to |out|: a google.rpc.Status carrying the gRPC
+ * code of |err| and |message|, as JSON when |json|, else protobuf. Returns 0 or a buf error.
+ */
+int receiver_otlp_http_error_body(bool json, int err, const char *message, struct buf *out);
 
 #endif

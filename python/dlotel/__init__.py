@@ -33,8 +33,11 @@ import json
 import logging
 import os
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 import weakref
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from . import _native
 from .config import Config
@@ -339,9 +342,118 @@ def stop(daemon: bool = False) -> None:
         a.stop(daemon=daemon)
 
 
-def query(sql: str) -> Iterable[Tuple]:
-    """SQL over the sink's spans, logs and metrics (sink mode)."""
-    raise NotImplementedError("sink mode arrives with the sink")
+# ---- query(): SQL over the local sink's query API ---------------------------------------------
+
+_API_PREFIX = "/api/otel/v1"
+
+
+class QueryError(DlotelError):
+    """query() failed: `status` is the HTTP status (0 when the API could not be reached) and
+    `message` the server's own sentence (or why nothing answered); `url` is where it asked."""
+
+    def __init__(self, message: str, status: int = 0, url: str = ""):
+        code = _native.ERR_CLOSED if status == 0 else _native.ERR_BAD_INPUT
+        super().__init__(code, message)
+        self.status = status
+        self.url = url
+
+
+class QueryResult(list):
+    """The rows of a query, a list of dicts (column -> value), with the answer's `columns` (in
+    order) and `truncated` (True when the server's row cap cut the answer)."""
+
+    columns: List[str]
+    truncated: bool
+
+
+def _api_base(url: Optional[str]) -> str:
+    """The query API's base URL: `url`, else the API of this process's agent when its status
+    reports one ("api_port") or its settings name one (api.port), else $DATALAYER_OTEL_URL, $DATALAYER_OTEL_RUN_URL or
+    $DATALAYER_RUN_URL, else http://localhost:$DATALAYER_OTEL_PORT (7800). A URL with no path
+    gets /api/otel/v1, as in the `dlotel` command's --url."""
+    if not url:
+        a = _default
+        if a is not None and a.running:
+            try:
+                port = a.status().get("api_port")
+            except (DlotelError, OSError):
+                port = None
+            if not port:
+                # A daemon without a sink reports no API: try the port it was given.
+                given = dict(a._settings).get("api.port")
+                port = given if given and str(given) != "0" else None
+            if port:
+                url = f"http://127.0.0.1:{int(port)}"
+    if not url:
+        for name in ("DATALAYER_OTEL_URL", "DATALAYER_OTEL_RUN_URL", "DATALAYER_RUN_URL"):
+            if os.environ.get(name):
+                url = os.environ[name]
+                break
+    if not url:
+        url = f"http://localhost:{os.environ.get('DATALAYER_OTEL_PORT') or 7800}"
+    if "://" not in url:
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    path = parts.path.rstrip("/") or _API_PREFIX
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def query(sql: str, params: Optional[Sequence[Any]] = None, *, url: Optional[str] = None,
+          token: Optional[str] = None, timeout: float = 30.0) -> "QueryResult":
+    """Runs one SELECT over the sink's `spans`, `logs` and `metrics` tables and returns the
+    rows as a list of dicts, columns in the answer's order:
+
+        dlotel.query("SELECT service_name, count(*) AS n FROM spans GROUP BY 1")
+        dlotel.query("SELECT * FROM logs WHERE trace_id = $1", [trace_id])
+
+    The API is the one of this process's agent (dlotel.start() in sink mode), or the one the
+    environment names (see _api_base); `url` overrides. `params` bind $1, $2... (sent as text).
+    `token` (else $DATALAYER_API_KEY) is sent as a bearer token. Raises QueryError with the
+    server's message (refused or bad SQL, timeout) or why it could not be reached."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise ValueError("query() needs the SQL text")
+    base = _api_base(url)
+    body: Dict[str, Any] = {"sql": sql}
+    if params is not None:
+        body["params"] = [None if p is None else str(p) for p in params]
+    headers = {"Content-Type": "application/json", "Accept": "application/json",
+               "User-Agent": f"dlotel-python/{__version__}"}
+    token = token or os.environ.get("DATALAYER_API_KEY")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    target = base + "/query/"
+    req = urllib.request.Request(target, data=json.dumps(body).encode("utf-8"),
+                                 headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            message = json.loads(raw.decode("utf-8", "replace")).get("error")
+        except (ValueError, AttributeError):
+            message = None
+        if not message:
+            message = f"{target} answered HTTP {e.code}"
+        raise QueryError(message, e.code, target) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise QueryError(f"cannot reach the dlotel query API at {base} ({reason}); is a sink "
+                         f"running (dlotel serve, or dlotel.start(sink=True))?", 0,
+                         target) from None
+    try:
+        answer = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        raise QueryError(f"{target} answered something that is not JSON", 200, target) from None
+    if not isinstance(answer, dict) or answer.get("success") is False:
+        message = answer.get("error") if isinstance(answer, dict) else None
+        raise QueryError(message or "the query failed", 200, target)
+    out = QueryResult(answer.get("data") or [])
+    out.columns = list(answer.get("columns") or [])
+    out.truncated = bool(answer.get("truncated"))
+    return out
 
 
 def _after_fork_in_child() -> None:
