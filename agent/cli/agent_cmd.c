@@ -281,6 +281,13 @@ static int exporter_build(struct agent *a, const struct config_exporter *ce, str
         so.data_dir = a->cfg->sink.data_dir;
         so.max_rows_per_file = (uint64_t)a->cfg->sink.max_rows_per_file;
         so.retention_days = (uint32_t)a->cfg->sink.retention_days;
+        so.flush_interval_ms = a->cfg->sink.flush_interval_ns / 1000000u;
+        so.maintenance_interval_ms = a->cfg->sink.maintenance_interval_ns / 1000000u;
+        so.disk_cap_bytes = a->cfg->sink.disk_cap_bytes;
+        so.gc_grace_ms = a->cfg->sink.gc_grace_ns / 1000000u;
+        so.queue_max_bytes = a->cfg->sink.queue_max_bytes;
+        so.memory_limit_bytes = a->cfg->sink.memory_limit_bytes;
+        so.threads = (uint32_t)a->cfg->sink.threads;
         char detail[512];
         rc = exporter_sink_new(out, &a->loop, &so, NULL, detail, sizeof(detail));
         if (rc == 0 && a->sink_exporter == NULL) {

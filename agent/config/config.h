@@ -219,6 +219,13 @@ struct config {
         char *data_dir;
         int64_t max_rows_per_file;
         int64_t retention_days; /* 0: keep forever. */
+        uint64_t flush_interval_ns;       /* 0: no age flushes. */
+        uint64_t maintenance_interval_ns; /* 0: maintenance only on demand. */
+        uint64_t disk_cap_bytes;          /* 0: no cap. */
+        uint64_t gc_grace_ns;
+        uint64_t queue_max_bytes;
+        uint64_t memory_limit_bytes;
+        int64_t threads;
     } sink;
     struct {
         int64_t port; /* 0: any free port (tests). */

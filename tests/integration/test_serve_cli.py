@@ -88,3 +88,40 @@ def test_agent_without_sink_never_maps_duckdb(tmp_path):
         assert "libduckdb" not in open(f"/proc/{agent.proc.pid}/maps").read()
     finally:
         agent.stop()
+
+
+def test_sink_settings_reach_the_sink(tmp_path):
+    """sink.flush_interval (here from its environment variable) makes hot rows reach Parquet on
+    their own, with no flush call and no stop; `config --print` shows every sink setting."""
+    import time
+    home = tmp_path / "home"
+    home.mkdir()
+    serve = Serve(tmp_path, home)
+    serve.env["DATALAYER_OTEL_FLUSH_INTERVAL"] = "1s"
+    serve.env["DATALAYER_OTEL_THREADS"] = "1"
+    printed = subprocess.run([itlib.dlotel_bin(), "config", "--print", "--sink"], env=serve.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert printed.returncode == 0, printed.stderr.decode()
+    text = printed.stdout.decode()
+    for key in ("flush_interval", "maintenance_interval", "disk_cap", "gc_grace",
+                "queue_max_bytes", "memory_limit", "threads"):
+        assert key in text, f"{key} missing from config --print:\n{text}"
+    serve.start()
+    try:
+        body = itlib.payload("traces_512.pb")
+        req = urllib.request.Request(f"http://127.0.0.1:{serve.http_port}/v1/traces", data=body,
+                                     headers={"Content-Type": "application/x-protobuf"})
+        assert urllib.request.urlopen(req, timeout=30).status == 200
+        data = home / ".local" / "share" / "dlotel"
+        # Well below the 60 s default, so that the setting is what flushed.
+        deadline = time.monotonic() + 20
+        files = []
+        while not files and time.monotonic() < deadline:
+            files = glob.glob(str(data / "spans" / "date=*" / "part-*.parquet"))
+            time.sleep(0.2)
+        assert files, "hot rows were not flushed to Parquet by age (sink.flush_interval=1s)"
+    finally:
+        serve.stop()
+    rows = read_parquet(str(data), f"""
+        SELECT count(*) AS n FROM read_parquet('{data}/spans/*/*.parquet')""")
+    assert rows[0]["n"] == 512
