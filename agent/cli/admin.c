@@ -88,6 +88,75 @@ static int family(struct buf *b, const char *name, const char *type, const char 
     return buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+static int sample(struct buf *b, const char *name, const struct label *l, size_t n, uint64_t v);
+
+/* The processors' counters, per signal with a chain; nothing at all when no chain exists. */
+static int processor_families(struct buf *b, const struct admin_snapshot *s)
+{
+    bool any = false;
+    for (int i = 0; i < OTLP_SIGNAL_COUNT; i++) {
+        any = any || s->has_processors[i];
+    }
+    if (!any) {
+        return 0;
+    }
+    int rc = family(b, "dlotel_processor_items_total", "counter",
+                    "Items through the processors: in, out, and dropped by filter or sample.");
+    for (int i = 0; i < OTLP_SIGNAL_COUNT && rc == 0; i++) {
+        if (!s->has_processors[i]) {
+            continue;
+        }
+        const struct processor_stats *ps = &s->processors[i];
+        const char *sig = otlp_signal_name((enum otlp_signal)i);
+        const struct {
+            const char *what;
+            uint64_t v;
+        } rows[] = {{"in", ps->items_in},
+                    {"out", ps->items_out},
+                    {"filtered", ps->filtered_items},
+                    {"sampled_out", ps->sampled_out_items}};
+        for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]) && rc == 0; k++) {
+            struct label l[] = {{"signal", sig}, {"outcome", rows[k].what}};
+            rc = sample(b, "dlotel_processor_items_total", l, 2, rows[k].v);
+        }
+    }
+    if (rc == 0) {
+        rc = family(b, "dlotel_processor_values_total", "counter",
+                    "Attribute values changed by the processors: truncated, redacted, hashed, "
+                    "and attributes dropped by limits.");
+    }
+    for (int i = 0; i < OTLP_SIGNAL_COUNT && rc == 0; i++) {
+        if (!s->has_processors[i]) {
+            continue;
+        }
+        const struct processor_stats *ps = &s->processors[i];
+        const char *sig = otlp_signal_name((enum otlp_signal)i);
+        const struct {
+            const char *what;
+            uint64_t v;
+        } rows[] = {{"truncated", ps->truncated_values},
+                    {"redacted", ps->redacted_values},
+                    {"hashed", ps->hashed_values},
+                    {"dropped_attribute", ps->dropped_attributes}};
+        for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]) && rc == 0; k++) {
+            struct label l[] = {{"signal", sig}, {"action", rows[k].what}};
+            rc = sample(b, "dlotel_processor_values_total", l, 2, rows[k].v);
+        }
+    }
+    if (rc == 0) {
+        rc = family(b, "dlotel_processor_failed_requests_total", "counter",
+                    "Requests the processors could not decode or encode again (refused).");
+    }
+    for (int i = 0; i < OTLP_SIGNAL_COUNT && rc == 0; i++) {
+        if (s->has_processors[i]) {
+            struct label l[] = {{"signal", otlp_signal_name((enum otlp_signal)i)}};
+            rc = sample(b, "dlotel_processor_failed_requests_total", l, 1,
+                        s->processors[i].failed_requests);
+        }
+    }
+    return rc;
+}
+
 static int sample(struct buf *b, const char *name, const struct label *l, size_t n, uint64_t v)
 {
     int rc = buf_printf(b, "%s", name);
@@ -261,6 +330,7 @@ int admin_render_metrics(const struct admin_snapshot *s, struct buf *b)
                                 "Bytes held by all memory queues, in flight included.")) == 0) {
         rc = sample(b, "dlotel_pipeline_memory_bytes", NULL, 0, s->totals.memory_bytes);
     }
+    rc = rc == 0 ? processor_families(b, s) : rc;
     if (rc == 0 && (rc = family(b, "dlotel_exporter_info", "gauge",
                                 "Always 1: the exporter's kind and queue as labels.")) == 0) {
         for (size_t i = 0; i < s->n_exporters && rc == 0; i++) {

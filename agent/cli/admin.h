@@ -19,6 +19,7 @@
 
 #include "core/buf.h"
 #include "pipeline/pipeline.h"
+#include "processor/processor.h"
 #include "receiver/receiver.h"
 
 #define ADMIN_MAX_RECEIVERS 4
@@ -35,6 +36,9 @@ struct admin_snapshot {
     struct pipeline_stats *exporters; /* One per exporter x signal; owned by the snapshot. */
     size_t n_exporters;
     struct pipeline_totals totals;
+    /* Per signal: the processor chain's counters, when a chain is configured. */
+    bool has_processors[OTLP_SIGNAL_COUNT];
+    struct processor_stats processors[OTLP_SIGNAL_COUNT];
 };
 
 /*

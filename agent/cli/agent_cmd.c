@@ -439,6 +439,12 @@ static int collect(void *userdata, struct admin_snapshot *s)
         return 0;
     }
     pipeline_get_totals(a->pipeline, &s->totals);
+    for (int i = 0; i < OTLP_SIGNAL_COUNT; i++) {
+        if (a->chains[i] != NULL) {
+            s->has_processors[i] = true;
+            processor_chain_get_stats(a->chains[i], &s->processors[i]);
+        }
+    }
     size_t n = pipeline_get_stats(a->pipeline, NULL, 0);
     if (n == 0) {
         return 0;

@@ -77,6 +77,13 @@ def test_filter_drops_whole_health_traces(tmp_path):
         assert post(agent, "traces", only)[0] == 200
         reqs = agent.wait_requests(lambda r: len(span_list(r)) >= 512 - dropped,
                                    what="the filtered traces")
+        # The admin port counts what the filter took, per signal.
+        text = urllib.request.urlopen(f"http://127.0.0.1:{agent.admin_port}/metrics",
+                                      timeout=10).read().decode()
+        want = {f'dlotel_processor_items_total{{signal="traces",outcome="filtered"}} {2 * dropped}',
+                f'dlotel_processor_items_total{{signal="traces",outcome="in"}} '
+                f'{512 + dropped}'}
+        assert want <= set(text.splitlines()), text
         reqs = stop_and_read(agent)
         got = span_list(reqs)
         assert len(got) == 512 - dropped
