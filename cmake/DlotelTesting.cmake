@@ -1,8 +1,12 @@
-# dlotel_unit_test(NAME SOURCES ... LIBS ...): a cmocka binary run by ctest.
+# dlotel_unit_test(NAME SOURCES ... LIBS ... [LINK_OPTIONS ...]): a cmocka binary run by ctest.
+# LINK_OPTIONS go to target_link_options (e.g. -Wl,--wrap=malloc for allocation-failure tests).
 function(dlotel_unit_test name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LINK_OPTIONS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} PkgConfig::CMOCKA)
+  if(T_LINK_OPTIONS)
+    target_link_options(${name} PRIVATE ${T_LINK_OPTIONS})
+  endif()
   target_compile_definitions(${name} PRIVATE
     DLOTEL_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     DLOTEL_PAYLOADS_DIR="${PROJECT_SOURCE_DIR}/../shared/payloads")

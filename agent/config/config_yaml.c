@@ -657,7 +657,10 @@ static void table_pair(struct ywalk *w, yaml_node_t *key, const char *k, size_t 
             return;
         }
         struct table_ctx sub = *t;
-        snprintf(sub.rel, sizeof(sub.rel), "%s.", rel);
+        /* rl + 2 < sizeof(sub.rel) was checked above: the key, its dot and the NUL fit. */
+        memcpy(sub.rel, rel, rl);
+        sub.rel[rl] = '.';
+        sub.rel[rl + 1] = '\0';
         walk_table(w, val, &sub);
         return;
     }

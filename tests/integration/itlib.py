@@ -32,6 +32,25 @@ GRPC_MSG_LIMIT = 4 * MiB
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
+# DLOTEL_VALGRIND=1 runs every daemon an Agent starts under valgrind (memcheck), which exits
+# with VALGRIND_EXIT on any memory error or definite/indirect leak: stop() then fails on the exit
+# code. Start-up and shutdown are slower under valgrind, so the deadlines stretch.
+VALGRIND = os.environ.get("DLOTEL_VALGRIND") == "1"
+VALGRIND_EXIT = 99
+VALGRIND_SLOWDOWN = 8 if VALGRIND else 1
+
+
+def valgrind_prefix():
+    if not VALGRIND:
+        return []
+    vg = shutil.which("valgrind")
+    if vg is None:
+        raise RuntimeError("DLOTEL_VALGRIND=1 but valgrind is missing: run scripts/bootstrap.sh")
+    return [vg, "--quiet", f"--error-exitcode={VALGRIND_EXIT}", "--leak-check=full",
+            "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+            "--track-fds=no", "--num-callers=30"]
+
+
 CRASH_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Segmentation fault",
                  "core dumped", "Assertion", "assertion failed", "stack smashing", "double free",
                  "free(): invalid", "malloc(): ")
@@ -93,7 +112,7 @@ class Agent:
     def start(self):
         # The admin endpoint on a free port and the state (disk queues) in the test's own
         # directory, so that agents of parallel tests share nothing.
-        args = [dlotel_bin(), self.command,
+        args = valgrind_prefix() + [dlotel_bin(), self.command,
                 "--grpc-endpoint", "127.0.0.1:0",
                 "--http-endpoint", "127.0.0.1:0",
                 "--admin-endpoint", "127.0.0.1:0",
@@ -108,7 +127,7 @@ class Agent:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
                                      env=self.env)
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + READY_TIMEOUT * VALGRIND_SLOWDOWN
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(
@@ -167,7 +186,7 @@ class Agent:
                                  f"{tail(self.log_path)}")
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.returncode = self.proc.wait(timeout=STOP_TIMEOUT)
+            self.returncode = self.proc.wait(timeout=STOP_TIMEOUT * VALGRIND_SLOWDOWN)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"dlotel agent did not exit within {STOP_TIMEOUT}s of SIGTERM:\n"
