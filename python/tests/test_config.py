@@ -5,6 +5,7 @@
 
 import ctypes
 import os
+import socket
 import sys
 
 import pytest
@@ -134,8 +135,13 @@ def test_errors_and_version():
     e = dlotel._ERRORS[_native.ERR_ADDR_IN_USE](_native.ERR_ADDR_IN_USE, "port 1 is in use")
     assert isinstance(e, dlotel.DlotelError) and isinstance(e, OSError)
     assert e.code == -7 and str(e) == "port 1 is in use"
-    with pytest.raises(NotImplementedError, match="sink mode arrives with the sink"):
-        dlotel.query("select 1")
+    # query() with no API to answer: a QueryError that says where it looked (status 0).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens once the socket is closed
+    with pytest.raises(dlotel.QueryError) as ei:
+        dlotel.query("select 1", url=f"http://127.0.0.1:{port}")
+    assert ei.value.status == 0 and str(port) in str(ei.value)
 
 
 def test_agent_not_started_and_module_level_calls():

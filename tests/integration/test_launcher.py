@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -803,6 +804,217 @@ def test_pip_install_offline_and_run(tmp_path, upstream):
         exe = cmdline(res["pid"])[0].decode()
         assert exe.startswith(str(venv)) and exe.endswith("/_bin/dlotel"), exe
         assert os.access(exe, os.X_OK)
+    finally:
+        rt.cleanup()
+
+
+# ---- the installed package's sink: carried, used, and self-contained ----------------------------
+
+SINK_FILES = ("dlotel", "libdlotel.so", "libdlotel_sink.so", "libduckdb.so")
+
+
+@pytest.fixture(scope="module")
+def sink_venv(tmp_path_factory):
+    """`pip install ./python` (offline, Debian's python3, a --system-site-packages venv) from the
+    build under test; returns (venv, the installed dlotel/_bin)."""
+    root = tmp_path_factory.mktemp("pipsink")
+    src = root / "src"
+    shutil.copytree(PY_DIR, src, ignore=shutil.ignore_patterns("_bin", "build", "*.egg-info",
+                                                               "__pycache__"))
+    venv = root / "venv"
+    subprocess.run([PYTHON, "-m", "venv", "--system-site-packages", str(venv)], check=True,
+                   timeout=120)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),
+           "DLOTEL_BUILD_DIR": build_dir(), "PIP_NO_INDEX": "1",
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    p = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-index", str(src)], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert p.returncode == 0, p.stdout.decode()[-4000:]
+    p = subprocess.run([str(venv / "bin" / "python"), "-c",
+                        "import dlotel, os; print(os.path.dirname(dlotel.__file__))"],
+                       env={"PATH": env["PATH"]}, cwd=str(root), stdout=subprocess.PIPE,
+                       check=True, timeout=60)
+    pkg = p.stdout.decode().strip()
+    assert pkg.startswith(str(venv)), pkg
+    return str(venv), os.path.join(pkg, "_bin")
+
+
+def ldd(path):
+    """{soname: resolved path} of |path|'s dependencies, as the dynamic loader resolves them."""
+    out = subprocess.run(["ldd", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=60).stdout
+    deps = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S+) => (.*?) \(0x", line)
+        if m:
+            deps[m.group(1)] = m.group(2)
+    return deps, out
+
+
+def mapped_files(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+
+
+def hide_prefix(paths, keep):
+    """An argv prefix that runs a command in a private mount namespace where each of |paths| is
+    an empty tmpfs: the build tree and DuckDB's bootstrap copy are simply not there. None when
+    this machine allows no mount namespace (neither as root nor in a user namespace)."""
+    hide = []
+    for p in sorted({os.path.realpath(p) for p in paths}, key=len):
+        if any(p == h or p.startswith(h + os.sep) for h in hide):
+            continue
+        if any(k == p or k.startswith(p + os.sep) for k in keep):
+            continue  # Never hide the venv or the test's own files.
+        hide.append(p)
+    script = "set -e; " + "; ".join(
+        f"mount -t tmpfs -o size=64k,mode=0755 dlotel-hidden {shlex.quote(p)}" for p in hide) + \
+        '; exec "$@"'
+    for ns in (["unshare", "--mount", "--propagation", "private"],
+               ["unshare", "--mount", "--map-root-user", "--propagation", "private"]):
+        prefix = ns + ["sh", "-c", script, "hide"]
+        try:
+            ok = subprocess.run(prefix + ["true"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, timeout=30).returncode == 0
+        except OSError:
+            ok = False
+        if ok:
+            return prefix, hide
+    return None, hide
+
+
+SINK_SCRIPT = r"""
+import json, os, sys, time, urllib.request
+import dlotel
+
+trace_id, hidden = sys.argv[1], json.loads(sys.argv[2])
+# The build tree is not there (or, without mount namespaces, at least not used).
+seen = [p for p in hidden if os.listdir(p)]
+a = dlotel.start(otlp_grpc_endpoint="127.0.0.1:0", otlp_http_endpoint="127.0.0.1:0",
+                 admin_endpoint="127.0.0.1:0", settings={"api.port": 0})
+now = time.time_ns()
+body = {"resourceSpans": [{
+    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "pip-sink"}}]},
+    "scopeSpans": [{"scope": {"name": "pip-test"}, "spans": [{
+        "traceId": trace_id, "spanId": "00f067aa0ba902b7", "name": "from-the-wheel",
+        "kind": 2, "startTimeUnixNano": str(now - 5000000), "endTimeUnixNano": str(now)}]}]}]}
+req = urllib.request.Request(a.http_endpoint + "/v1/traces", data=json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"}, method="POST")
+with urllib.request.urlopen(req, timeout=30) as resp:
+    http = resp.status
+a.flush(10)
+rows = dlotel.query("SELECT trace_id, span_name, service_name FROM spans WHERE trace_id = $1",
+                    [trace_id])
+st = a.status()
+print(json.dumps({"pid": a.pid, "spawned": a.spawned, "http": http, "rows": list(rows),
+                  "columns": rows.columns, "api_port": st.get("api_port"),
+                  "http_port": a.http_port, "seen": seen,
+                  "exporters": [[e["exporter"], e["kind"]] for e in st["exporters"]]}))
+"""
+
+
+def test_pip_package_carries_and_uses_the_sink(sink_venv, tmp_path):
+    """The embedded default from an installed package: nothing configured (a fresh HOME and
+    XDG_RUNTIME_DIR, no DATALAYER_* at all), dlotel.start() falls back to the local sink, a span
+    sent over OTLP/HTTP to the daemon comes back from dlotel.query(). The daemon, the sink module
+    and DuckDB all come from the venv, with the build tree hidden from the whole process tree."""
+    venv, bindir = sink_venv
+    for name in SINK_FILES:
+        path = os.path.join(bindir, name)
+        assert os.path.isfile(path) and not os.path.islink(path), path
+        assert os.access(path, os.X_OK), path
+    built = os.path.join(build_dir(), "lib", "libduckdb.so")
+    if os.path.exists(built):  # The bootstrap's DuckDB: the package holds the file itself.
+        assert os.path.getsize(os.path.join(bindir, "libduckdb.so")) == os.path.getsize(built)
+    # The module finds DuckDB beside itself; the daemon does not link it at all.
+    deps, out = ldd(os.path.join(bindir, "libdlotel_sink.so"))
+    assert deps.get("libduckdb.so") == os.path.join(bindir, "libduckdb.so"), out
+    assert "not found" not in out, out
+    deps, out = ldd(os.path.join(bindir, "dlotel"))
+    assert "not found" not in out and "duckdb" not in out, out
+
+    rt = Runtime(tmp_path / "world")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": rt.home,
+           "XDG_RUNTIME_DIR": rt.xdg, "PYTHONDONTWRITEBYTECODE": "1"}
+    for k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        if k in rt.env:
+            env[k] = rt.env[k]
+    assert not any(k.startswith(("DATALAYER_", "OTEL_", "DLOTEL_")) for k in env), env
+    script = tmp_path / "sink_app.py"
+    script.write_text(SINK_SCRIPT)
+    trace_id = uuid.uuid4().hex
+    hidden_paths = [REPO, build_dir()]
+    if os.path.exists(built):
+        hidden_paths.append(os.path.dirname(os.path.realpath(built)))
+    prefix, hidden = hide_prefix(hidden_paths, keep=[str(tmp_path), venv])
+    if prefix is None:
+        print(f"no mount namespace here: the build tree stays visible ({hidden})")
+        prefix, hidden = [], []
+    try:
+        p = subprocess.run(prefix + [os.path.join(venv, "bin", "python"), str(script), trace_id,
+                                     json.dumps(hidden)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
+                           cwd=str(tmp_path))
+        log = itlib.tail(os.path.join(rt.dir, "dlotel.log"), 6000)
+        assert p.returncode == 0, p.stderr.decode()[-4000:] + "\n--- daemon log:\n" + log
+        res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+        assert res["seen"] == [], res  # The hidden directories really were empty.
+        assert res["spawned"] and res["http"] == 200, res
+        assert res["rows"] == [{"trace_id": trace_id, "span_name": "from-the-wheel",
+                                "service_name": "pip-sink"}], res
+        assert res["columns"] == ["trace_id", "span_name", "service_name"], res
+        # api.port=0: an ephemeral port, which query() learnt from the daemon's status.
+        assert res["api_port"] and res["api_port"] != 7800, res
+        # Nothing configured: the sink is the one exporter, for every signal.
+        assert res["exporters"] == [["sink", "sink"]] * 3, res
+        pid = res["pid"]
+        assert rt.daemon_pid() == pid
+        exe = os.readlink(f"/proc/{pid}/exe")
+        assert exe == os.path.join(bindir, "dlotel"), exe
+        maps = mapped_files(pid)
+        duck = {m for m in maps if "libduckdb" in m}
+        assert duck == {os.path.join(bindir, "libduckdb.so")}, duck
+        sink = {m for m in maps if "libdlotel_sink" in m}
+        assert sink == {os.path.join(bindir, "libdlotel_sink.so")}, sink
+        assert not any(m.startswith(os.path.realpath(build_dir()) + os.sep) for m in maps), maps
+        # The data went where a fresh HOME puts it.
+        assert os.path.isdir(os.path.join(rt.home, ".local", "share", "dlotel", "spans"))
+    finally:
+        rt.cleanup()
+
+
+def test_pip_package_forwarding_daemon_never_maps_duckdb(sink_venv, tmp_path, upstream):
+    """The footprint rule holds for the installed package: a daemon that forwards (an upstream
+    is configured) never loads the sink module, so the 64 MB DuckDB it carries is not mapped."""
+    venv, bindir = sink_venv
+    rt = Runtime(tmp_path / "world", upstream.http_url)
+    try:
+        env = dict(rt.env)
+        env.pop("PYTHONPATH")
+        env.pop("DLOTEL_LIBRARY")
+        trace_id = uuid.uuid4().hex
+        code = ("import dlotel, json, sys, time, urllib.request\n"
+                "a = dlotel.start()\n"
+                "now = time.time_ns()\n"
+                "body = {'resourceSpans': [{'scopeSpans': [{'spans': [{'traceId': sys.argv[1], "
+                "'spanId': '00f067aa0ba902b7', 'name': 'forwarded-by-the-wheel', 'kind': 1, "
+                "'startTimeUnixNano': str(now - 1000), 'endTimeUnixNano': str(now)}]}]}]}\n"
+                "req = urllib.request.Request(a.http_endpoint + '/v1/traces', "
+                "data=json.dumps(body).encode(), headers={'Content-Type': 'application/json'})\n"
+                "assert urllib.request.urlopen(req, timeout=30).status == 200\n"
+                "a.flush(10)\n"
+                "print(json.dumps({'pid': a.pid, 'status': a.status()}))\n")
+        p = subprocess.run([os.path.join(venv, "bin", "python"), "-c", code, trace_id], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
+                           cwd=str(tmp_path))
+        assert p.returncode == 0, p.stderr.decode()[-4000:]
+        res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+        assert trace_id in trace_ids(upstream)
+        assert "api_port" not in res["status"], res
+        pid = res["pid"]
+        assert os.readlink(f"/proc/{pid}/exe") == os.path.join(bindir, "dlotel")
+        maps = mapped_files(pid)
+        assert not [m for m in maps if "duckdb" in m or "libdlotel_sink" in m], maps
     finally:
         rt.cleanup()
 
