@@ -11,7 +11,11 @@
  * (client_queue_max_bytes). A message reaches wslay only when wslay has nothing else queued,
  * and wslay's output reaches the socket only while less than NET_HIGH_WATER bytes wait there, so
  * a client that does not read holds at most its queue, one message in wslay and NET_HIGH_WATER.
- * A message that does not fit in the queue is dropped (whole) and counted; a client that has
+ * The message in wslay does not count against the queue, and a message bigger than the whole
+ * queue is still taken when nothing else waits: one committed request is one message, and a
+ * client that keeps up must get a large request too (messages are shared by every client, so
+ * this costs a reference, not a copy). A message that does not fit behind what already waits
+ * is dropped (whole) and counted; a client that has
  * dropped FAR_BEHIND_DROPS messages in a row without its queue draining is closed with 1013
  * (Try Again Later: the server is fine, this client cannot keep up; it may reconnect and
  * re-query the REST API for what it missed).
@@ -80,8 +84,8 @@ struct client {
 
     struct qnode *qhead;
     struct qnode *qtail;
-    size_t queued_bytes;
-    struct ws_msg *cur; /* The message wslay is reading (a fragmented message). */
+    size_t queued_bytes; /* Of the messages in the queue (not cur). */
+    struct ws_msg *cur;  /* The message wslay is reading (a fragmented message). */
     size_t cur_off;
     uint32_t drops_in_row;
     uint64_t dropped;
@@ -126,16 +130,17 @@ static void msg_unref(struct ws_msg *m)
 
 /* ---- clients ------------------------------------------------------------------------------- */
 
+/* Drops the queued messages; the one wslay is reading (cur) goes on until wslay is done. */
 static void queue_clear(struct client *c)
 {
     while (c->qhead != NULL) {
         struct qnode *n = c->qhead;
         c->qhead = n->next;
+        c->queued_bytes -= n->m->len;
         msg_unref(n->m);
         free(n);
     }
     c->qtail = NULL;
-    c->queued_bytes = 0;
 }
 
 static void client_free(struct client *c)
@@ -220,6 +225,7 @@ static bool client_pump(struct client *c)
             }
             c->cur = n->m;
             c->cur_off = 0;
+            c->queued_bytes -= n->m->len;
             free(n);
             struct wslay_event_fragmented_msg fm = {
                 .opcode = WSLAY_TEXT_FRAME,
@@ -227,7 +233,6 @@ static bool client_pump(struct client *c)
                 .read_callback = read_msg,
             };
             if (wslay_event_queue_fragmented_msg(c->ctx, &fm) != 0) {
-                c->queued_bytes -= c->cur->len;
                 msg_unref(c->cur);
                 c->cur = NULL;
             }
@@ -286,7 +291,6 @@ static ssize_t read_msg(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     c->cur_off += n;
     if (c->cur_off == m->len) {
         *eof = 1;
-        c->queued_bytes -= m->len;
         c->drops_in_row = 0;
         msg_unref(m);
         c->cur = NULL;
@@ -421,7 +425,20 @@ static void on_data(void *userdata, const uint8_t *data, size_t len)
     c->in = NULL;
     c->in_len = 0;
     if (rv != 0) {
-        client_finish(c);
+        /*
+         * A frame wslay's parser refuses (a control frame over 125 bytes or fragmented, a bad
+         * length): wslay queued a close frame (without a code, it has none for these) and stopped
+         * reading. Send it rather than just dropping the connection, then end.
+         */
+        if (!c->closing) {
+            c->closing = true;
+            c->closing_since = uv_now(c->st->loop);
+            queue_clear(c);
+        }
+        c->force = true;
+        if (client_pump(c)) {
+            client_finish(c);
+        }
         return;
     }
     (void)client_pump(c);
@@ -554,7 +571,8 @@ uint64_t api_stream_dropped(const struct api_stream *st)
     return st != NULL ? st->dropped : 0;
 }
 
-static void respond_error(struct http_stream *s, int status, const char *why, bool version_hdr)
+/* |upgrade_hdrs|: a 426, which names the protocol and its version (RFC 9110 15.5.22). */
+static void respond_error(struct http_stream *s, int status, const char *why, bool upgrade_hdrs)
 {
     struct buf b;
     buf_init(&b, 1024);
@@ -565,12 +583,13 @@ static void respond_error(struct http_stream *s, int status, const char *why, bo
     if (rc == 0) {
         rc = buf_putc(&b, '}');
     }
-    struct http_header hdrs[2] = {{"content-type", "application/json"},
+    struct http_header hdrs[3] = {{"content-type", "application/json"},
+                                  {"upgrade", "websocket"},
                                   {"sec-websocket-version", "13"}};
     struct http_response r = {
         .status = status,
         .headers = hdrs,
-        .n_headers = version_hdr ? 2 : 1,
+        .n_headers = upgrade_hdrs ? 3 : 1,
         .body = rc == 0 ? b.data : NULL,
         .body_len = rc == 0 ? b.len : 0,
     };
@@ -739,7 +758,7 @@ static struct ws_msg *build_msg(struct api_stream *st, int signal, const struct 
 static bool client_offer(struct client *c, struct ws_msg *m)
 {
     struct api_stream *st = c->st;
-    if (c->queued_bytes + m->len > st->queue_max) {
+    if (c->queued_bytes > 0 && c->queued_bytes + m->len > st->queue_max) {
         c->dropped++;
         st->dropped++;
         if (++c->drops_in_row >= FAR_BEHIND_DROPS) {

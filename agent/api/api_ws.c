@@ -95,7 +95,9 @@ int api_ws_check_handshake(const struct http_request *req, char accept[API_WS_AC
                            const char **why)
 {
     if (req->version != 11) {
-        *why = "WebSocket needs HTTP/1.1 (RFC 6455); this request came over HTTP/2";
+        *why = req->version == 20
+                   ? "WebSocket needs HTTP/1.1 (RFC 6455); this request came over HTTP/2"
+                   : "WebSocket needs HTTP/1.1 (RFC 6455)";
         return 426;
     }
     if (strcmp(req->method, "GET") != 0) {

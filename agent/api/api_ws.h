@@ -15,10 +15,11 @@
 
 /*
  * Checks |req| as a WebSocket upgrade. Returns 0 and writes the Sec-WebSocket-Accept value to
- * |accept|; or the HTTP status to answer instead: 426 (HTTP/2, or a Sec-WebSocket-Version other
- * than 13: the answer then names version 13), 405 (not GET), 400 (Upgrade, Connection or
- * Sec-WebSocket-Key missing or malformed), 500 (SHA-1 unavailable). |why| (static text) says
- * which.
+ * |accept|; or the HTTP status to answer instead: 426 (HTTP/2, no "Upgrade: websocket" such as
+ * a plain GET, or a Sec-WebSocket-Version other than 13: the answer then carries
+ * "Upgrade: websocket" and "Sec-WebSocket-Version: 13"), 405 (not GET), 400 (Connection without
+ * "upgrade", Sec-WebSocket-Key missing or malformed), 500 (SHA-1 unavailable). |why| (static
+ * text) says which.
  */
 int api_ws_check_handshake(const struct http_request *req, char accept[API_WS_ACCEPT_LEN],
                            const char **why);

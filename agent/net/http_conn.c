@@ -342,6 +342,7 @@ static const struct {
     const char *reason;
 } reasons[] = {
     {100, "Continue"},
+    {101, "Switching Protocols"},
     {200, "OK"},
     {201, "Created"},
     {202, "Accepted"},
@@ -364,6 +365,7 @@ static const struct {
     {415, "Unsupported Media Type"},
     {417, "Expectation Failed"},
     {422, "Unprocessable Content"},
+    {426, "Upgrade Required"},
     {429, "Too Many Requests"},
     {431, "Request Header Fields Too Large"},
     {500, "Internal Server Error"},
@@ -662,7 +664,8 @@ static int h1_write_response(struct http_conn *c, const struct http_response *r,
     }
     const char *conn_hdr = NULL;
     if (upgrade != NULL) {
-        conn_hdr = "connection: upgrade\r\n";
+        /* Upgrade is hop-by-hop: Connection must name it (a 426 may close as well). */
+        conn_hdr = close ? "connection: close, upgrade\r\n" : "connection: upgrade\r\n";
     } else if (close) {
         conn_hdr = "connection: close\r\n";
     } else if (version < 11) {
@@ -886,11 +889,30 @@ static void h1_feed(struct http_conn *c, const uint8_t *data, size_t len)
     }
 }
 
+/*
+ * The protocol a 426 (Upgrade Required) names: RFC 9110 section 15.5.22 says the answer MUST
+ * carry Upgrade, which header_skipped() otherwise drops. NULL for any other answer.
+ */
+static const char *h1_required_upgrade(const struct http_response *r)
+{
+    if (r->status != 426) {
+        return NULL;
+    }
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct http_header *h = &r->headers[i];
+        if (h->name != NULL && h->value != NULL && strcasecmp(h->name, "upgrade") == 0 &&
+            h->value[0] != '\0' && strpbrk(h->value, "\r\n") == NULL) {
+            return h->value;
+        }
+    }
+    return NULL;
+}
+
 static int h1_respond(struct http_conn *c, struct http_stream *s, const struct http_response *r)
 {
     bool close = !s->keepalive || s->req.body_too_large || c->close_when_done || c->h1_stopped ||
                  (c->peer_eof && c->pending_off >= c->pending.len);
-    int rv = h1_write_response(c, r, s->req.version, s->head, close, NULL);
+    int rv = h1_write_response(c, r, s->req.version, s->head, close, h1_required_upgrade(r));
     stream_free(s);
     if (rv != 0 || close) {
         c->h1_stopped = true;

@@ -888,6 +888,34 @@ static void test_slow_client_dropped(void **state)
     stop();
 }
 
+/*
+ * A committed request whose rows are more than a client's whole queue still reaches a client
+ * that keeps up: it is taken when nothing else waits (it used to be dropped for every client).
+ */
+static void test_message_bigger_than_queue(void **state)
+{
+    (void)state;
+    struct api_stream_options o = {.client_queue_max_bytes = 64 << 10};
+    start(&o, true);
+    int fd = ws_connect("admin");
+    size_t lt;
+    uint8_t *tr = payload("traces_512.pb", &lt);
+    for (int i = 0; i < 3; i++) {
+        append(SINK_SIGNAL_TRACES, tr, lt, NULL);
+        char *m;
+        size_t n;
+        assert_int_equal(ws_next(fd, &m, &n, 5000), 1);
+        assert_true(n > (size_t)(64 << 10));
+        assert_non_null(strstr(m, "\"count\":512}"));
+        free(m);
+    }
+    assert_int_equal(api_stream_dropped(H.st), 0);
+    assert_int_equal(api_stream_clients(H.st), 1);
+    free(tr);
+    close(fd);
+    stop();
+}
+
 static void test_shutdown_1001(void **state)
 {
     (void)state;
@@ -916,6 +944,7 @@ int main(void)
         cmocka_unit_test(test_rows_equal_sink),
         cmocka_unit_test(test_user_and_subscribe_filters),
         cmocka_unit_test(test_slow_client_dropped),
+        cmocka_unit_test(test_message_bigger_than_queue),
         cmocka_unit_test(test_shutdown_1001),
     };
     if (getenv("TEST_FILTER") != NULL) {
