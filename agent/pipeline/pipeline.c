@@ -16,8 +16,20 @@
  * the queue (on disk, when there is one). Disk batches carry the position after their last
  * record; the committed position only moves over a contiguous prefix of finished batches.
  *
+ * With a processor chain set for a signal, its requests take the decode path first: the bytes are
+ * copied into a job, the chain runs on libuv's thread pool (uv_queue_work()), and the job's
+ * after-work callback, back on the loop, continues as the fast path does (submit_encoded()). The
+ * jobs of one signal run one at a time, in arrival order, from a FIFO per signal: requests leave
+ * the chain in the order they came (the sender's batches keep that order upstream), a chain
+ * never runs on two threads at once, and at most one pool thread per signal is busy with
+ * processing, so the exporters' compression always finds a free thread in the default pool of
+ * four. The pool rather than a thread of our own: it is there already, its after-work callback is
+ * the hand-back to the loop, and a queued work request keeps the loop alive, so the daemon's
+ * uv_run() cannot return (and the chains be freed) while a chain still runs.
+ *
  * FUTURE OPTIMIZATIONS: the cursor file is rewritten after every delivered batch; a split
- * record's pieces are copied once more into their own batches.
+ * record's pieces are copied once more into their own batches; the jobs of one signal could run
+ * on several threads with one chain state each, if one thread per signal ever falls behind.
  */
 #include "pipeline/pipeline.h"
 
@@ -42,6 +54,9 @@
 #define DEFAULT_BATCH_TIMEOUT_NS (200 * (uint64_t)1000000)
 #define DEFAULT_MEMORY_MAX       (64 * MIB)
 #define DEFAULT_RETRY_AFTER_NS   ((uint64_t)1000000000)
+
+/* The processed request's buffer: twice the request, plus room for what processors add. */
+#define PROCESS_OUT_SLACK (64 * KIB)
 
 /* Batches finished out of order wait for the ones before them; this many at most. */
 #define FLIGHT_LIST_FACTOR 16
@@ -141,6 +156,34 @@ struct route {
     size_t cap;
 };
 
+/*
+ * A request on the decode path: waiting for its signal's chain, or in it on a pool thread. The
+ * worker touches only |in|, |out|, |counts| and |rc|; everything else is the loop's.
+ */
+struct proc_job {
+    struct proc_job *next;
+    uv_work_t req;
+    struct pipeline *p;
+    enum otlp_signal signal;
+    pipeline_process_fn fn; /* As set when the request came. */
+    void *fn_userdata;
+    uint8_t *in; /* The copy of the client's bytes; the worker frees it once processed. */
+    size_t len;
+    uint64_t items; /* Before processing, as the receiver counted them. */
+    struct buf out;
+    struct otlp_counts counts;
+    int rc;
+    pipeline_done_fn done;
+    void *userdata;
+};
+
+/* The jobs of one signal, oldest first; only the head is ever in the thread pool. */
+struct proc_queue {
+    struct proc_job *head;
+    struct proc_job *tail;
+    bool running;
+};
+
 /* A client waiting for the group fdatasync. */
 struct ack {
     pipeline_done_fn done;
@@ -179,12 +222,15 @@ struct pipeline {
     pipeline_drained_fn drain_cb;
     void *drain_userdata;
 
-    int handles; /* Open handles; the memory goes when the last is closed. */
+    int handles; /* Open handles and jobs in the pool; the memory goes with the last. */
     struct pipeline_totals totals;
     struct {
         pipeline_process_fn fn;
         void *userdata;
     } processors[OTLP_SIGNAL_COUNT];
+    struct proc_queue procq[OTLP_SIGNAL_COUNT];
+    uint64_t proc_requests; /* Jobs waiting or running. */
+    uint64_t proc_bytes;    /* Their requests' bytes, against processing_max_bytes. */
 };
 
 static void sender_pump(struct sender *sd);
@@ -368,6 +414,10 @@ int pipeline_new_on_loop(struct pipeline **out, uv_loop_t *loop, const struct pi
         if (o->retry_after_ns != 0) {
             p->o.retry_after_ns = o->retry_after_ns;
         }
+        p->o.processing_max_bytes = o->processing_max_bytes;
+    }
+    if (p->o.processing_max_bytes == 0) {
+        p->o.processing_max_bytes = p->o.memory_max_bytes;
     }
     if (p->o.batch_max_bytes > SIZE_MAX / (SPLIT_GROWTH + 2)) {
         free(p);
@@ -1245,6 +1295,136 @@ void pipeline_set_processor(struct pipeline *p, enum otlp_signal s, pipeline_pro
     }
 }
 
+/*
+ * What follows a chain's run, on the loop: a refusal, an answer for a request whose every item
+ * was dropped, or the fast path with the processed bytes. |out| stays the caller's.
+ */
+static void after_process(struct pipeline *p, enum otlp_signal s, int rc, uint64_t items,
+                          const struct buf *out, const struct otlp_counts *pc,
+                          pipeline_done_fn done, void *userdata)
+{
+    if (rc != 0) {
+        p->totals.failed_requests++;
+        done(userdata, rc, "the processors could not handle the request");
+        return;
+    }
+    p->totals.processed_dropped_items += items > pc->items ? items - pc->items : 0;
+    if (pc->items == 0) {
+        /* Every item dropped, as configured: the client's request succeeded. */
+        p->totals.accepted_requests++;
+        done(userdata, 0, NULL);
+        return;
+    }
+    submit_encoded(p, s, out->data, out->len, pc, done, userdata);
+}
+
+static void proc_work(uv_work_t *req);
+static void proc_after(uv_work_t *req, int status);
+
+/* Hands the oldest job of |s| to the thread pool unless one of |s| is there already. */
+static void proc_start(struct pipeline *p, enum otlp_signal s)
+{
+    struct proc_queue *q = &p->procq[s];
+    if (q->running || q->head == NULL || p->closing) {
+        return;
+    }
+    q->running = true;
+    /* The job holds the pipeline's memory until its after-work callback ran (pipeline_free). */
+    p->handles++;
+    q->head->req.data = q->head;
+    uv_queue_work(p->loop, &q->head->req, proc_work, proc_after);
+}
+
+static void proc_job_free(struct proc_job *j)
+{
+    free(j->in);
+    buf_cleanup(&j->out);
+    free(j);
+}
+
+/* On a pool thread: the chain, and nothing of the pipeline's. */
+static void proc_work(uv_work_t *req)
+{
+    struct proc_job *j = req->data;
+    j->rc = j->fn(j->fn_userdata, j->signal, j->in, j->len, &j->out, &j->counts);
+    free(j->in);
+    j->in = NULL;
+}
+
+/* Removes the head job of its signal's queue and gives its bytes back. */
+static void proc_pop(struct pipeline *p, struct proc_job *j)
+{
+    struct proc_queue *q = &p->procq[j->signal];
+    q->head = j->next;
+    if (q->head == NULL) {
+        q->tail = NULL;
+    }
+    p->proc_requests--;
+    p->proc_bytes -= j->len;
+}
+
+/*
+ * Answers every job that is waiting for its chain (not the ones in the pool) with
+ * DLOTEL_ERR_CLOSED: the drain gave up, or the pipeline is freed.
+ */
+static void proc_abort_waiting(struct pipeline *p)
+{
+    for (int s = 0; s < OTLP_SIGNAL_COUNT; s++) {
+        struct proc_queue *q = &p->procq[s];
+        struct proc_job **at = q->running ? &q->head->next : &q->head;
+        while (*at != NULL) {
+            struct proc_job *j = *at;
+            *at = j->next;
+            p->proc_requests--;
+            p->proc_bytes -= j->len;
+            p->totals.failed_requests++;
+            j->done(j->userdata, DLOTEL_ERR_CLOSED, "the agent is shutting down");
+            proc_job_free(j);
+        }
+        q->tail = q->running ? q->head : NULL;
+    }
+}
+
+/* Back on the loop: continue as pipeline_submit() does without processors. */
+static void proc_after(uv_work_t *req, int status)
+{
+    struct proc_job *j = req->data;
+    struct pipeline *p = j->p;
+    enum otlp_signal s = j->signal;
+    proc_pop(p, j);
+    p->procq[s].running = false;
+    if (status != 0 || p->closing || p->stopped) {
+        /* Cancelled (never, today), or the pipeline stopped while the chain ran. */
+        p->totals.failed_requests++;
+        j->done(j->userdata, DLOTEL_ERR_CLOSED, "the agent is shutting down");
+    } else {
+        /* May call back into the pipeline, even free it: this job's handle keeps |p| alive. */
+        after_process(p, s, j->rc, j->items, &j->out, &j->counts, j->done, j->userdata);
+    }
+    proc_job_free(j);
+    if (!p->closing) {
+        proc_start(p, s);
+        check_drain(p);
+    }
+    if (--p->handles == 0) {
+        free_memory(p);
+    }
+}
+
+/* A pipeline without a loop (tools, tests) runs the chain in the call, as there is no pool. */
+static void process_inline(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, size_t len,
+                           uint64_t items, pipeline_done_fn done, void *userdata)
+{
+    struct buf out;
+    buf_init(&out, len * 2 + PROCESS_OUT_SLACK);
+    struct otlp_counts pc = {0};
+    int rc = p->processors[s].fn(p->processors[s].userdata, s, pb, len, &out, &pc);
+    /* The processed request lives in a buffer of its own for the length of this call
+     * (exporters copy what they keep), so a done() that submits again is safe. */
+    after_process(p, s, rc, items, &out, &pc, done, userdata);
+    buf_cleanup(&out);
+}
+
 void pipeline_submit(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, size_t len,
                      const struct otlp_counts *counts, pipeline_done_fn done, void *userdata)
 {
@@ -1253,31 +1433,62 @@ void pipeline_submit(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, 
         submit_encoded(p, s, pb, len, counts, done, userdata);
         return;
     }
-    /*
-     * The decode path. The processed request lives in a buffer of its own for the length of
-     * this call (exporters copy what they keep), so a done() that submits again is safe.
-     */
     uint64_t items = counts != NULL ? counts->items : 0;
-    struct buf out;
-    buf_init(&out, (size_t)len * 2 + 64 * 1024);
-    struct otlp_counts pc = {0};
-    int rc = p->processors[s].fn(p->processors[s].userdata, s, pb, len, &out, &pc);
-    if (rc != 0) {
-        buf_cleanup(&out);
+    if (p->loop == NULL) {
+        process_inline(p, s, pb, len, items, done, userdata);
+        return;
+    }
+    /*
+     * The decode path. |pb| is the caller's only for this call, so the job takes a copy; the
+     * copies of all jobs are bounded by processing_max_bytes, so that a flood of requests
+     * faster than the chains meets 429s rather than growing memory.
+     */
+    char detail[160];
+    uint64_t max = p->o.processing_max_bytes;
+    if (len > max) {
+        snprintf(detail, sizeof(detail),
+                 "request of %zu bytes larger than the processors may hold (%" PRIu64 " bytes)",
+                 len, max);
+        refuse(p, items, done, userdata, DLOTEL_ERR_TOO_LARGE, detail);
+        return;
+    }
+    if (p->proc_bytes + len > max) {
+        refuse(p, items, done, userdata, DLOTEL_ERR_FULL,
+               "the processors are busy: too many bytes waiting for them");
+        return;
+    }
+    struct proc_job *j = calloc(1, sizeof(*j));
+    uint8_t *in = malloc(len > 0 ? len : 1);
+    if (j == NULL || in == NULL) {
+        free(j);
+        free(in);
         p->totals.failed_requests++;
-        done(userdata, rc, "the processors could not handle the request");
+        done(userdata, DLOTEL_ERR_NOMEM, "out of memory");
         return;
     }
-    p->totals.processed_dropped_items += items > pc.items ? items - pc.items : 0;
-    if (pc.items == 0) {
-        /* Every item dropped, as configured: the client's request succeeded. */
-        buf_cleanup(&out);
-        p->totals.accepted_requests++;
-        done(userdata, 0, NULL);
-        return;
+    if (len > 0) {
+        memcpy(in, pb, len);
     }
-    submit_encoded(p, s, out.data, out.len, &pc, done, userdata);
-    buf_cleanup(&out);
+    j->p = p;
+    j->signal = s;
+    j->fn = p->processors[s].fn;
+    j->fn_userdata = p->processors[s].userdata;
+    j->in = in;
+    j->len = len;
+    j->items = items;
+    buf_init(&j->out, len * 2 + PROCESS_OUT_SLACK);
+    j->done = done;
+    j->userdata = userdata;
+    struct proc_queue *q = &p->procq[s];
+    if (q->tail != NULL) {
+        q->tail->next = j;
+    } else {
+        q->head = j;
+    }
+    q->tail = j;
+    p->proc_requests++;
+    p->proc_bytes += len;
+    proc_start(p, s);
 }
 
 static void submit_encoded(struct pipeline *p, enum otlp_signal s, const uint8_t *pb, size_t len,
@@ -1604,6 +1815,8 @@ static void finish_drain(struct pipeline *p, int status)
     p->stopped = true;
     uv_timer_stop(&p->drain_timer);
     uv_unref((uv_handle_t *)&p->drain_timer);
+    /* At the timeout: what still waits for a chain is refused; what is in one, when it ends. */
+    proc_abort_waiting(p);
     for (size_t i = 0; i < p->nsenders; i++) {
         struct sender *sd = p->senders[i];
         if (!sd->queued) {
@@ -1652,7 +1865,8 @@ static void on_drain_timer(uv_timer_t *t)
     if (!p->draining) {
         return;
     }
-    bool idle = true;
+    /* Requests in processing are in the pipeline: they still have exporters to reach. */
+    bool idle = p->proc_requests == 0;
     for (size_t i = 0; i < p->nsenders && idle; i++) {
         idle = sender_idle(p->senders[i]);
     }
@@ -1666,10 +1880,13 @@ static void on_drain_timer(uv_timer_t *t)
     }
 }
 
-/* After a batch finished: when draining and everything is sent, finish from the timer. */
+/*
+ * After a batch finished or a request left its processors: when draining and everything is sent,
+ * finish from the timer.
+ */
 static void check_drain(struct pipeline *p)
 {
-    if (!p->draining) {
+    if (!p->draining || p->proc_requests > 0) {
         return;
     }
     for (size_t i = 0; i < p->nsenders; i++) {
@@ -1770,6 +1987,8 @@ void pipeline_get_totals(const struct pipeline *p, struct pipeline_totals *out)
 {
     *out = p->totals;
     out->memory_bytes = p->mem_bytes;
+    out->processing_requests = p->proc_requests;
+    out->processing_bytes = p->proc_bytes;
 }
 
 /* ---- teardown ----------------------------------------------------------------------------- */
@@ -1840,6 +2059,12 @@ void pipeline_free(struct pipeline *p)
         p->draining = false;
         p->drain_cb = NULL;
     }
+    /*
+     * Requests waiting for a chain are refused now; a request in a chain on a pool thread is
+     * refused by its after-work callback, which runs later on the loop and still reads the
+     * pipeline: it holds one of |handles|, so the memory stays until it ran.
+     */
+    proc_abort_waiting(p);
     for (size_t i = 0; i < p->nsenders; i++) {
         if (p->senders[i]->queued) {
             uv_timer_stop(&p->senders[i]->batch_timer);

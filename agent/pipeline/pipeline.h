@@ -9,8 +9,11 @@
  * concatenated are one request), sends at most max_in_flight of them at a time, retries with
  * backoff, and commits the disk queue in order. Nothing is decoded on this path.
  *
- * Everything runs on the loop thread. The pipeline's timers do not keep the loop alive by
- * themselves (they are unreferenced), except while pipeline_drain() runs.
+ * Everything runs on the loop thread except the processor chains (pipeline_set_processor()):
+ * they run on libuv's thread pool, one request per signal at a time, and the request continues
+ * on the loop when its chain is done. The pipeline's timers do not keep the loop alive by
+ * themselves (they are unreferenced), except while pipeline_drain() runs; a request in a chain
+ * does, until it is back on the loop.
  */
 #ifndef DLOTEL_PIPELINE_H
 #define DLOTEL_PIPELINE_H
@@ -35,12 +38,15 @@ typedef void (*pipeline_done_fn)(void *userdata, int status, const char *detail)
 
 /* Pipeline-wide settings: the config's batch.* and queue.* keys. Zero means the default. */
 struct pipeline_options {
-    uint64_t batch_max_items;  /* batch.max_size; default 8192. Reached by whole requests. */
-    uint64_t batch_max_bytes;  /* batch.max_bytes; default 4 MiB. Only an unsplittable item
-                                  passes it (see pipeline_submit()). */
-    uint64_t batch_timeout_ns; /* batch.timeout; default 200 ms. */
-    uint64_t memory_max_bytes; /* queue.memory_max_bytes: all memory queues; default 64 MiB. */
-    uint64_t retry_after_ns;   /* queue.retry_after: the hint to shed clients; default 1 s. */
+    uint64_t batch_max_items;      /* batch.max_size; default 8192. Reached by whole requests. */
+    uint64_t batch_max_bytes;      /* batch.max_bytes; default 4 MiB. Only an unsplittable item
+                                      passes it (see pipeline_submit()). */
+    uint64_t batch_timeout_ns;     /* batch.timeout; default 200 ms. */
+    uint64_t memory_max_bytes;     /* queue.memory_max_bytes: all memory queues; default 64 MiB. */
+    uint64_t retry_after_ns;       /* queue.retry_after: the hint to shed clients; default 1 s. */
+    uint64_t processing_max_bytes; /* Requests waiting for or in a processor chain (their
+                                      copies); default memory_max_bytes, counted apart from
+                                      the memory queues. */
 };
 
 /* Values of config's enum config_fsync, in the same order, so the CLI may cast. */
@@ -117,15 +123,24 @@ int pipeline_add_exporter_opts(struct pipeline *p, enum otlp_signal s, struct ex
 
 /*
  * Submits one validated request. |pb| is only borrowed for the duration of the call. |done| is
- * called exactly once:
+ * called exactly once, on the loop thread, and may be called before pipeline_submit() returns;
+ * with a processor chain for |s| (on a pipeline with a loop) it is called after the chain ran,
+ * from a later loop iteration, unless the request is refused before it:
  *   0                      every exporter of |s| has it (disk queue: written; with fsync
  *                          always, after the fdatasync of this loop iteration);
  *   DLOTEL_ERR_FULL        a memory queue is full: NO exporter got it (answer 429 /
  *                          RESOURCE_EXHAUSTED with pipeline_retry_after_ns());
  *   DLOTEL_ERR_TOO_LARGE   larger than a memory queue or a disk queue can ever hold;
  *   DLOTEL_ERR_IO          a disk queue write failed (ENOSPC...): NO queue got it (503);
- *   DLOTEL_ERR_CLOSED      after pipeline_drain() finished;
- *   another error          a synchronous exporter failed (the queues took it already).
+ *   DLOTEL_ERR_CLOSED      after pipeline_drain() finished, or the pipeline was freed (or
+ *                          the drain timed out) while the request waited for its processors;
+ *   another error          a synchronous exporter failed (the queues took it already), or
+ *                          the processors refused the request (pipeline_process_fn).
+ * With a processor chain for |s|, also (before the chain ran; no exporter got it):
+ *   DLOTEL_ERR_FULL        the requests waiting for or in the processors hold
+ *                          processing_max_bytes: |len| more would pass it;
+ *   DLOTEL_ERR_TOO_LARGE   |len| alone passes processing_max_bytes;
+ *   DLOTEL_ERR_NOMEM       no memory for the copy.
  *
  * A request larger than batch_max_bytes is split at resource, scope and item boundaries (see
  * split.h): for a memory queue at submit, for a disk queue when it is read back. A single item
@@ -146,10 +161,20 @@ typedef int (*pipeline_process_fn)(void *userdata, enum otlp_signal s, const uin
                                    size_t len, struct buf *out, struct otlp_counts *counts);
 
 /*
- * Runs |fn| on every request of signal |s| in pipeline_submit(), on the loop thread, before it
- * is queued or exported. NULL (the default) leaves the fast path: nothing is decoded.
- * |userdata| is borrowed and must outlive the pipeline. A request whose every item is dropped is
- * answered as accepted and goes to no exporter; its items are counted in processed_dropped_items.
+ * Runs |fn| on every request of signal |s| before it is queued or exported. NULL (the default)
+ * leaves the fast path: nothing is copied or decoded.
+ *
+ * On a pipeline with a loop, pipeline_submit() copies the request and |fn| runs on a thread of
+ * libuv's pool (uv_queue_work()), so the loop goes on serving while a request is processed. The
+ * requests of one signal go through |fn| one at a time and in the order they were submitted, so
+ * |fn| need not be thread-safe for one signal; |fn| of different signals may run at the same
+ * time (a |userdata| shared between signals must then be). Without a loop |fn| runs inside
+ * pipeline_submit().
+ *
+ * |userdata| is borrowed and must outlive the pipeline and every request still in |fn| when it
+ * is freed: until the loop has run once more after pipeline_free() and uv_run() returned (a
+ * request in the pool keeps the loop alive). A request whose every item is dropped is answered
+ * as accepted and goes to no exporter; its items are counted in processed_dropped_items.
  */
 void pipeline_set_processor(struct pipeline *p, enum otlp_signal s, pipeline_process_fn fn,
                             void *userdata);
@@ -169,13 +194,14 @@ void pipeline_flush(struct pipeline *p);
 typedef void (*pipeline_drained_fn)(void *userdata, int status);
 
 /*
- * Shutdown (SIGTERM): flushes, keeps sending until the queues are empty or |timeout_ns| passed,
- * then calls |cb|. From then on the pipeline sends nothing new and refuses submits
- * (DLOTEL_ERR_CLOSED). At the timeout what is on disk stays there for the next start; what is
- * only in memory (memory queues) is counted as dropped (dropped_shutdown_items) and logged.
- * Batches still in flight are left to finish; pipeline_free() counts those of memory queues as
- * dropped. Keeps the loop alive until |cb| runs. A second call returns DLOTEL_ERR_CLOSED;
- * otherwise returns 0.
+ * Shutdown (SIGTERM): flushes, keeps sending until the queues are empty and no request is
+ * waiting for or in a processor chain, or |timeout_ns| passed, then calls |cb|. From then on the
+ * pipeline sends nothing new and refuses submits (DLOTEL_ERR_CLOSED). At the timeout what is on
+ * disk stays there for the next start; what is only in memory (memory queues) is counted as dropped
+ * (dropped_shutdown_items) and logged; requests waiting for their processors are answered
+ * DLOTEL_ERR_CLOSED, and those in a chain are when it ends. Batches still in flight are left to
+ * finish; pipeline_free() counts those of memory queues as dropped. Keeps the loop alive until |cb|
+ * runs. A second call returns DLOTEL_ERR_CLOSED; otherwise returns 0.
  */
 int pipeline_drain(struct pipeline *p, uint64_t timeout_ns, pipeline_drained_fn cb, void *userdata);
 
@@ -231,6 +257,8 @@ struct pipeline_totals {
     uint64_t split_requests;  /* Requests split at submit for memory queues. */
     uint64_t memory_bytes;    /* Now: bytes held by all memory queues (in flight included). */
     uint64_t processed_dropped_items; /* Dropped by the processors (filter, sample). */
+    uint64_t processing_requests;     /* Now: waiting for or in a processor chain. */
+    uint64_t processing_bytes;        /* Now: their copies (against processing_max_bytes). */
 };
 
 void pipeline_get_totals(const struct pipeline *p, struct pipeline_totals *out);
@@ -242,8 +270,11 @@ void pipeline_get_totals(const struct pipeline *p, struct pipeline_totals *out);
  * start. Batches in an exporter's hands stay allocated until it answers them (from destroy, or
  * later: it may still be reading one on a worker thread); an exporter must answer every
  * successful send() exactly once, or that batch leaks. A drain in progress is abandoned (its
- * callback is not called). With a loop, the pipeline's handles are closed and its memory released
- * in their close callbacks: run the loop once more before uv_loop_close().
+ * callback is not called). Requests waiting for a processor chain are answered
+ * DLOTEL_ERR_CLOSED; one in a chain on a pool thread is answered DLOTEL_ERR_CLOSED when the chain
+ * ends, from the loop, and the pipeline's memory stays until then. With a loop, the pipeline's
+ * handles are closed and its memory released in their close callbacks: run the loop once more
+ * before uv_loop_close().
  */
 void pipeline_free(struct pipeline *p);
 

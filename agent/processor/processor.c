@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -768,6 +769,10 @@ void processor_chain_free(struct processor_chain *c)
         proc_cleanup(&c->procs[i]);
     }
     slab_cleanup(&c->slab);
+    if (c->locks) {
+        pthread_mutex_destroy(&c->run_lock);
+        pthread_mutex_destroy(&c->stats_lock);
+    }
     free(c);
 }
 
@@ -799,6 +804,16 @@ int processor_chain_new(struct processor_chain **out, enum otlp_signal s, const 
     }
     c->signal = s;
     slab_init(&c->slab, PROCESSOR_ARENA_MAX);
+    if (pthread_mutex_init(&c->run_lock, NULL) != 0) {
+        rc = DLOTEL_ERR_NOMEM;
+        goto fail;
+    }
+    if (pthread_mutex_init(&c->stats_lock, NULL) != 0) {
+        pthread_mutex_destroy(&c->run_lock);
+        rc = DLOTEL_ERR_NOMEM;
+        goto fail;
+    }
+    c->locks = true;
     size_t i;
     json_t *o;
     json_array_foreach(root, i, o)
@@ -865,7 +880,11 @@ enum otlp_signal processor_chain_signal(const struct processor_chain *c)
 
 void processor_chain_get_stats(const struct processor_chain *c, struct processor_stats *out)
 {
-    *out = c->stats;
+    /* The lock is not part of the value: locking it does not change what the chain is. */
+    pthread_mutex_t *lock = (pthread_mutex_t *)&c->stats_lock;
+    pthread_mutex_lock(lock);
+    *out = c->published;
+    pthread_mutex_unlock(lock);
 }
 
 /* ---- sampling ------------------------------------------------------------------------------ */
@@ -1479,8 +1498,8 @@ static void pb_free(void *data, void *ptr)
     (void)ptr; /* Freed with the slab. */
 }
 
-int processor_chain_run(struct processor_chain *c, const uint8_t *pb, size_t len, struct buf *out,
-                        struct otlp_counts *counts)
+static int run_chain(struct processor_chain *c, const uint8_t *pb, size_t len, struct buf *out,
+                     struct otlp_counts *counts)
 {
     slab_reset(&c->slab);
     c->stats.requests++;
@@ -1531,4 +1550,21 @@ int processor_chain_run(struct processor_chain *c, const uint8_t *pb, size_t len
     out->len += size;
     c->stats.items_out += counts->items;
     return 0;
+}
+
+/*
+ * The pipeline calls this on a thread of libuv's pool while the loop may read the counters
+ * (the admin endpoint's /metrics): the run works on |stats| under |run_lock|, and publishes a
+ * copy under |stats_lock| when it ends, so a reader never waits for a whole run.
+ */
+int processor_chain_run(struct processor_chain *c, const uint8_t *pb, size_t len, struct buf *out,
+                        struct otlp_counts *counts)
+{
+    pthread_mutex_lock(&c->run_lock);
+    int rc = run_chain(c, pb, len, out, counts);
+    pthread_mutex_lock(&c->stats_lock);
+    c->published = c->stats;
+    pthread_mutex_unlock(&c->stats_lock);
+    pthread_mutex_unlock(&c->run_lock);
+    return rc;
 }

@@ -10,7 +10,11 @@
  * is packed again. With no chain configured nothing here runs and the pipeline's fast path
  * (no decode) is untouched.
  *
- * A chain is not thread-safe: it owns one arena that every run reuses.
+ * A chain owns one decode arena that every run reuses, so runs of one chain take turns: a run
+ * holds the chain's mutex (the pipeline never starts two at once anyway: it runs the requests of
+ * a signal one at a time on libuv's thread pool). processor_chain_get_stats() may be called from
+ * another thread meanwhile (the loop's admin endpoint): it reads a copy published at the end of
+ * each run and never waits for a run.
  */
 #ifndef DLOTEL_PROCESSOR_H
 #define DLOTEL_PROCESSOR_H
@@ -57,15 +61,16 @@ int processor_chain_new(struct processor_chain **out, enum otlp_signal s, const 
                         const char *path, char *why, size_t why_len);
 
 /*
- * Runs the chain on one encoded request: appends the processed request to |out| (which may be
- * empty when every item was dropped) and fills |counts| with what it holds. |pb| is borrowed.
+ * Runs the chain on one encoded request, from any thread (runs of one chain take turns):
+ * appends the processed request to |out| (which may be empty when every item was dropped) and
+ * fills |counts| with what it holds. |pb| is borrowed.
  * Returns 0, DLOTEL_ERR_BAD_INPUT (the request does not decode), DLOTEL_ERR_TOO_LARGE (arena
  * or |out| limit), or DLOTEL_ERR_NOMEM.
  */
 int processor_chain_run(struct processor_chain *c, const uint8_t *pb, size_t len, struct buf *out,
                         struct otlp_counts *counts);
 
-/* Copies the chain's counters. */
+/* Copies the chain's counters as of the last run that ended. Thread-safe. */
 void processor_chain_get_stats(const struct processor_chain *c, struct processor_stats *out);
 
 /* The signal the chain was made for. */

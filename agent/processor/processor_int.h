@@ -5,6 +5,7 @@
 #ifndef DLOTEL_PROCESSOR_INT_H
 #define DLOTEL_PROCESSOR_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -107,12 +108,20 @@ void *slab_alloc(struct slab *s, size_t n);
 void slab_reset(struct slab *s);
 void slab_cleanup(struct slab *s);
 
+/*
+ * |slab| and |stats| belong to the run in progress (under |run_lock|); |published| is the copy
+ * that processor_chain_get_stats() reads (under |stats_lock|), updated when a run ends.
+ */
 struct processor_chain {
     enum otlp_signal signal;
     struct proc procs[PROCESSOR_MAX_CHAIN];
     size_t n;
     struct slab slab;
     struct processor_stats stats;
+    pthread_mutex_t run_lock;
+    pthread_mutex_t stats_lock;
+    struct processor_stats published;
+    bool locks; /* The mutexes were initialised. */
 };
 
 /* Attribute set helpers; new memory comes from |a|. */

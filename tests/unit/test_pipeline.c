@@ -1676,6 +1676,393 @@ static void test_async_store_with_group_commit(void **state)
     tmpdir_remove(&t);
 }
 
+/* ---- processors off the loop (pipeline_set_processor) -----------------------------------------
+ */
+
+/*
+ * A transform in the shape of the processor chain: it copies the request (or drops every item,
+ * or refuses it) and notes what it saw. It runs on a pool thread, so it never calls cmocka; the
+ * test reads what it noted once the answers are back on the loop. With |gated| each run waits
+ * for the test to open the gate once (gate_open()), so a request stays "in processing" as long
+ * as the test wants; at most 10 s, so that a failed test cannot hang the pool threads for good.
+ */
+enum xform_mode { XF_COPY, XF_DROP_ALL, XF_REFUSE };
+
+struct xform {
+    enum xform_mode mode;
+    bool gated;
+    uv_mutex_t mu;
+    uv_cond_t cond;
+    int permits;
+    uv_thread_t loop_thread;
+    int runs;         /* Written by the worker; read after the answer came back. */
+    int on_loop;      /* Runs that happened on the loop thread (must stay 0). */
+    uint8_t seen[16]; /* The first byte of each request, in the order processed. */
+};
+
+static int xform_run(void *userdata, enum otlp_signal s, const uint8_t *pb, size_t len,
+                     struct buf *out, struct otlp_counts *pc)
+{
+    (void)s;
+    struct xform *x = userdata;
+    if (x->gated) {
+        uv_mutex_lock(&x->mu);
+        uint64_t until = uv_hrtime() + 10 * SEC;
+        while (x->permits == 0 && uv_hrtime() < until) {
+            uv_cond_timedwait(&x->cond, &x->mu, 100 * MS);
+        }
+        x->permits -= x->permits > 0;
+        uv_mutex_unlock(&x->mu);
+    }
+    uv_thread_t self = uv_thread_self();
+    x->on_loop += uv_thread_equal(&self, &x->loop_thread);
+    if (x->runs < (int)sizeof(x->seen) && len > 0) {
+        x->seen[x->runs] = pb[0];
+    }
+    x->runs++;
+    if (x->mode == XF_REFUSE) {
+        return DLOTEL_ERR_BAD_INPUT;
+    }
+    *pc = (struct otlp_counts){.resources = 1, .items = x->mode == XF_DROP_ALL ? 0 : 3};
+    return x->mode == XF_DROP_ALL ? 0 : buf_append(out, pb, len);
+}
+
+static void xform_init(struct xform *x, enum xform_mode mode, bool gated)
+{
+    *x = (struct xform){.mode = mode, .gated = gated};
+    x->loop_thread = uv_thread_self();
+    assert_int_equal(uv_mutex_init(&x->mu), 0);
+    assert_int_equal(uv_cond_init(&x->cond), 0);
+}
+
+static void gate_open(struct xform *x)
+{
+    uv_mutex_lock(&x->mu);
+    x->permits++;
+    uv_cond_signal(&x->cond);
+    uv_mutex_unlock(&x->mu);
+}
+
+static void xform_cleanup(struct xform *x)
+{
+    uv_cond_destroy(&x->cond);
+    uv_mutex_destroy(&x->mu);
+}
+
+struct outcomes {
+    struct outcome v[8];
+    size_t n; /* How many must be answered. */
+};
+
+static bool outcomes_all(void *arg)
+{
+    struct outcomes *o = arg;
+    for (size_t i = 0; i < o->n; i++) {
+        if (o->v[i].calls == 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static struct pipeline *proc_pipeline(uv_loop_t *loop, uint64_t processing_max, struct xform *x,
+                                      struct recorder **rec, int *destroyed)
+{
+    struct pipeline_options o;
+    pipeline_options_init(&o);
+    o.processing_max_bytes = processing_max;
+    struct pipeline *p = NULL;
+    assert_int_equal(pipeline_new_on_loop(&p, loop, &o), 0);
+    *rec = rec_new(destroyed);
+    assert_int_equal(pipeline_add_exporter(p, OTLP_TRACES, &(*rec)->base), 0);
+    assert_int_equal(pipeline_add_exporter(p, OTLP_LOGS, &(*rec)->base), 0);
+    pipeline_set_processor(p, OTLP_TRACES, xform_run, x);
+    return p;
+}
+
+/*
+ * The chain runs on a pool thread, after pipeline_submit() returned, on a copy of the request;
+ * the answer comes once, on the loop; requests leave the chain in the order they came. A signal
+ * without processors still takes the fast path, answered within the call.
+ */
+static void test_process_off_loop(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct xform x;
+    xform_init(&x, XF_COPY, false);
+    struct recorder *rec;
+    int destroyed = 0;
+    struct pipeline *p = proc_pipeline(&loop, 0, &x, &rec, &destroyed);
+
+    struct outcomes o = {.n = 5};
+    uint8_t req[5][64];
+    for (size_t i = 0; i < 5; i++) {
+        memset(req[i], (int)('a' + i), sizeof(req[i]));
+        pipeline_submit(p, OTLP_TRACES, req[i], sizeof(req[i]), &counts, on_done, &o.v[i]);
+        assert_int_equal(o.v[i].calls, 0);
+    }
+    /* |pb| is borrowed for the call only: scribbling on it now must not reach the exporter. */
+    memset(req, 'z', sizeof(req));
+    struct pipeline_totals t;
+    pipeline_get_totals(p, &t);
+    assert_int_equal(t.processing_requests, 5);
+    assert_int_equal(t.processing_bytes, 5 * 64);
+    assert_int_equal(rec->calls[OTLP_TRACES], 0);
+
+    /* The fast path: no processor for logs, answered before pipeline_submit() returns. */
+    struct outcome fast = {0};
+    pipeline_submit(p, OTLP_LOGS, request, sizeof(request), &counts, on_done, &fast);
+    assert_int_equal(fast.calls, 1);
+    assert_int_equal(fast.status, 0);
+    assert_int_equal(rec->calls[OTLP_LOGS], 1);
+
+    assert_true(run_until(&loop, outcomes_all, &o, 5000));
+    run_for(&loop, 20);
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(o.v[i].calls, 1);
+        assert_int_equal(o.v[i].status, 0);
+        assert_int_equal(x.seen[i], 'a' + i);
+    }
+    assert_int_equal(x.runs, 5);
+    assert_int_equal(x.on_loop, 0);
+    assert_int_equal(rec->calls[OTLP_TRACES], 5);
+    assert_int_equal(rec->last_len, 64);
+    assert_int_equal(rec->last_items, 3); /* The chain's count, not the receiver's 7. */
+    pipeline_get_totals(p, &t);
+    assert_int_equal(t.processing_requests, 0);
+    assert_int_equal(t.processing_bytes, 0);
+    assert_int_equal(t.accepted_requests, 6);
+    assert_int_equal(t.processed_dropped_items, 5 * (7 - 3));
+
+    /* Every item dropped: accepted, no exporter. A refusal: the chain's code, no exporter. */
+    x.mode = XF_DROP_ALL;
+    struct outcome dropped = {0};
+    pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &dropped);
+    assert_true(run_until(&loop, answered_once, &dropped, 5000));
+    assert_int_equal(dropped.status, 0);
+    x.mode = XF_REFUSE;
+    struct outcome refused = {0};
+    pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &refused);
+    assert_true(run_until(&loop, answered_once, &refused, 5000));
+    assert_int_equal(refused.status, DLOTEL_ERR_BAD_INPUT);
+    assert_string_equal(refused.detail, "the processors could not handle the request");
+    run_for(&loop, 20);
+    assert_int_equal(dropped.calls, 1);
+    assert_int_equal(refused.calls, 1);
+    assert_int_equal(rec->calls[OTLP_TRACES], 5);
+
+    pipeline_free(p);
+    assert_int_equal(destroyed, 1);
+    loop_finish(&loop);
+    xform_cleanup(&x);
+}
+
+/* pipeline_drain() waits for requests still in a chain: they reach the exporter first. */
+static void test_process_drain_waits(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct xform x;
+    xform_init(&x, XF_COPY, true);
+    struct recorder *rec;
+    int destroyed = 0;
+    struct pipeline *p = proc_pipeline(&loop, 0, &x, &rec, &destroyed);
+
+    struct outcomes o = {.n = 2};
+    pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &o.v[0]);
+    pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &o.v[1]);
+    struct drained d = {0};
+    assert_int_equal(pipeline_drain(p, 10 * SEC, on_drained, &d), 0);
+    run_for(&loop, 100);
+    assert_int_equal(d.calls, 0); /* Both still in the pipeline: one in the chain, one waiting. */
+    assert_int_equal(o.v[0].calls + o.v[1].calls, 0);
+
+    gate_open(&x);
+    assert_true(run_until(&loop, answered_once, &o.v[0], 5000));
+    run_for(&loop, 50);
+    assert_int_equal(d.calls, 0); /* The second is still in its chain. */
+
+    gate_open(&x);
+    assert_true(run_until(&loop, drain_done, &d, 5000));
+    assert_int_equal(d.status, 0);
+    assert_int_equal(o.v[0].status, 0);
+    assert_int_equal(o.v[1].calls, 1);
+    assert_int_equal(o.v[1].status, 0);
+    assert_int_equal(rec->calls[OTLP_TRACES], 2);
+
+    /* After the drain: refused at once, the chain is not run. */
+    struct outcome late = {0};
+    pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &late);
+    assert_int_equal(late.calls, 1);
+    assert_int_equal(late.status, DLOTEL_ERR_CLOSED);
+    assert_int_equal(x.runs, 2);
+    pipeline_free(p);
+    loop_finish(&loop);
+    xform_cleanup(&x);
+}
+
+/*
+ * A drain that times out refuses what waits for a chain at once, and the request in a chain when
+ * it ends: every client is answered once, DLOTEL_ERR_CLOSED, and no exporter got them.
+ */
+static void test_process_drain_timeout(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct xform x;
+    xform_init(&x, XF_COPY, true);
+    struct recorder *rec;
+    int destroyed = 0;
+    struct pipeline *p = proc_pipeline(&loop, 0, &x, &rec, &destroyed);
+
+    struct outcomes o = {.n = 2};
+    pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &o.v[0]);
+    pipeline_submit(p, OTLP_TRACES, request, sizeof(request), &counts, on_done, &o.v[1]);
+    struct drained d = {0};
+    assert_int_equal(pipeline_drain(p, 50 * MS, on_drained, &d), 0);
+    assert_true(run_until(&loop, drain_done, &d, 5000));
+    assert_int_equal(d.status, DLOTEL_ERR_TIMEOUT);
+    assert_int_equal(o.v[0].calls, 0);
+    assert_int_equal(o.v[1].calls, 1);
+    assert_int_equal(o.v[1].status, DLOTEL_ERR_CLOSED);
+
+    gate_open(&x);
+    assert_true(run_until(&loop, answered_once, &o.v[0], 5000));
+    run_for(&loop, 20);
+    assert_int_equal(o.v[0].status, DLOTEL_ERR_CLOSED);
+    assert_int_equal(o.v[1].calls, 1);
+    assert_int_equal(x.runs, 1);
+    assert_int_equal(rec->calls[OTLP_TRACES], 0);
+    struct pipeline_totals t;
+    pipeline_get_totals(p, &t);
+    assert_int_equal(t.processing_requests, 0);
+    assert_int_equal(t.failed_requests, 2);
+    pipeline_free(p);
+    loop_finish(&loop);
+    xform_cleanup(&x);
+}
+
+/*
+ * pipeline_free() while a request is in a chain on a pool thread and another waits for it: the
+ * waiting one is answered at once, the other when its chain ends, both DLOTEL_ERR_CLOSED and
+ * once; the pipeline's memory lives until then (ASan: no use after free, no leak).
+ */
+static void test_process_free_in_flight(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct xform x;
+    xform_init(&x, XF_COPY, true);
+    struct recorder *rec;
+    int destroyed = 0;
+    struct pipeline *p = proc_pipeline(&loop, 0, &x, &rec, &destroyed);
+
+    struct outcomes o = {.n = 2};
+    uint8_t big[4096];
+    memset(big, 'q', sizeof(big));
+    pipeline_submit(p, OTLP_TRACES, big, sizeof(big), &counts, on_done, &o.v[0]);
+    pipeline_submit(p, OTLP_TRACES, big, sizeof(big), &counts, on_done, &o.v[1]);
+    run_for(&loop, 20); /* The first is in its chain now, waiting for the gate. */
+    pipeline_free(p);
+    assert_int_equal(destroyed, 1);
+    assert_int_equal(o.v[0].calls, 0);
+    assert_int_equal(o.v[1].calls, 1);
+    assert_int_equal(o.v[1].status, DLOTEL_ERR_CLOSED);
+
+    gate_open(&x);
+    loop_finish(&loop); /* Runs the after-work callback, which frees the pipeline's memory. */
+    assert_int_equal(o.v[0].calls, 1);
+    assert_int_equal(o.v[0].status, DLOTEL_ERR_CLOSED);
+    assert_int_equal(o.v[1].calls, 1);
+    assert_int_equal(x.runs, 1);
+    xform_cleanup(&x);
+}
+
+/*
+ * The bytes of requests waiting for or in a chain are bounded by processing_max_bytes: up to it
+ * they are taken, one byte past it is refused with DLOTEL_ERR_FULL (429), and a request larger
+ * than the whole bound with DLOTEL_ERR_TOO_LARGE. The default bound is queue.memory_max_bytes.
+ */
+static void test_process_memory_bound(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct xform x;
+    xform_init(&x, XF_COPY, true);
+    struct recorder *rec;
+    int destroyed = 0;
+    struct pipeline *p = proc_pipeline(&loop, 1000, &x, &rec, &destroyed);
+
+    static uint8_t bytes[1001];
+    struct outcomes o = {.n = 3};
+    pipeline_submit(p, OTLP_TRACES, bytes, 400, &counts, on_done, &o.v[0]);
+    pipeline_submit(p, OTLP_TRACES, bytes, 400, &counts, on_done, &o.v[1]);
+    pipeline_submit(p, OTLP_TRACES, bytes, 200, &counts, on_done, &o.v[2]); /* Exactly 1000. */
+    struct outcome full = {0}, large = {0};
+    pipeline_submit(p, OTLP_TRACES, bytes, 1, &counts, on_done, &full);
+    assert_int_equal(full.calls, 1);
+    assert_int_equal(full.status, DLOTEL_ERR_FULL);
+    pipeline_submit(p, OTLP_TRACES, bytes, 1001, &counts, on_done, &large);
+    assert_int_equal(large.calls, 1);
+    assert_int_equal(large.status, DLOTEL_ERR_TOO_LARGE);
+    struct pipeline_totals t;
+    pipeline_get_totals(p, &t);
+    assert_int_equal(t.processing_bytes, 1000);
+    assert_int_equal(t.processing_requests, 3);
+    assert_int_equal(t.refused_requests, 2);
+    assert_int_equal(t.refused_items, 14);
+    assert_int_equal(o.v[0].calls + o.v[1].calls + o.v[2].calls, 0);
+
+    /* As the chain gives bytes back, there is room again. */
+    gate_open(&x);
+    assert_true(run_until(&loop, answered_once, &o.v[0], 5000));
+    struct outcome again = {0};
+    pipeline_submit(p, OTLP_TRACES, bytes, 400, &counts, on_done, &again);
+    pipeline_get_totals(p, &t);
+    assert_int_equal(t.processing_bytes, 1000);
+    assert_int_equal(again.calls, 0);
+    for (int i = 0; i < 3; i++) {
+        gate_open(&x);
+    }
+    assert_true(run_until(&loop, outcomes_all, &o, 5000));
+    assert_true(run_until(&loop, answered_once, &again, 5000));
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(o.v[i].status, 0);
+    }
+    assert_int_equal(again.status, 0);
+    pipeline_get_totals(p, &t);
+    assert_int_equal(t.processing_bytes, 0);
+    assert_int_equal(rec->calls[OTLP_TRACES], 4);
+    pipeline_free(p);
+    loop_finish(&loop);
+    xform_cleanup(&x);
+
+    /* The default: queue.memory_max_bytes. */
+    uv_loop_init(&loop);
+    struct pipeline_options po;
+    pipeline_options_init(&po);
+    po.memory_max_bytes = 500;
+    assert_int_equal(pipeline_new_on_loop(&p, &loop, &po), 0);
+    xform_init(&x, XF_COPY, false);
+    pipeline_set_processor(p, OTLP_TRACES, xform_run, &x);
+    struct outcome at = {0}, past = {0};
+    pipeline_submit(p, OTLP_TRACES, bytes, 501, &counts, on_done, &past);
+    assert_int_equal(past.status, DLOTEL_ERR_TOO_LARGE);
+    pipeline_submit(p, OTLP_TRACES, bytes, 500, &counts, on_done, &at);
+    assert_int_equal(at.calls, 0);
+    assert_true(run_until(&loop, answered_once, &at, 5000));
+    assert_int_equal(at.status, 0);
+    pipeline_free(p);
+    loop_finish(&loop);
+    xform_cleanup(&x);
+}
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR);
@@ -1705,6 +2092,11 @@ int main(void)
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_sync_counters_and_args),
         cmocka_unit_test(test_answer_after_free),
+        cmocka_unit_test(test_process_off_loop),
+        cmocka_unit_test(test_process_drain_waits),
+        cmocka_unit_test(test_process_drain_timeout),
+        cmocka_unit_test(test_process_free_in_flight),
+        cmocka_unit_test(test_process_memory_bound),
     };
     return cmocka_run_group_tests_name("pipeline", tests, NULL, NULL);
 }
