@@ -144,6 +144,21 @@ static int processor_families(struct buf *b, const struct admin_snapshot *s)
         }
     }
     if (rc == 0) {
+        rc = family(b, "dlotel_processor_pending_requests", "gauge",
+                    "Requests waiting for or in a processor chain now.");
+    }
+    if (rc == 0) {
+        rc = sample(b, "dlotel_processor_pending_requests", NULL, 0,
+                    s->totals.processing_requests);
+    }
+    if (rc == 0) {
+        rc = family(b, "dlotel_processor_pending_bytes", "gauge",
+                    "Bytes of those requests (bounded by queue.memory_max_bytes; 429 beyond).");
+    }
+    if (rc == 0) {
+        rc = sample(b, "dlotel_processor_pending_bytes", NULL, 0, s->totals.processing_bytes);
+    }
+    if (rc == 0) {
         rc = family(b, "dlotel_processor_failed_requests_total", "counter",
                     "Requests the processors could not decode or encode again (refused).");
     }

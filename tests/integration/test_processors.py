@@ -84,6 +84,7 @@ def test_filter_drops_whole_health_traces(tmp_path):
                 f'dlotel_processor_items_total{{signal="traces",outcome="in"}} '
                 f'{512 + dropped}'}
         assert want <= set(text.splitlines()), text
+        assert "dlotel_processor_pending_requests 0" in text.splitlines(), text
         reqs = stop_and_read(agent)
         got = span_list(reqs)
         assert len(got) == 512 - dropped
