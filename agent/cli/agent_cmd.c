@@ -776,8 +776,13 @@ static int agent_run(struct agent *a, const struct cli_args *args)
         return rc == DLOTEL_ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME;
     }
 
-    struct receiver_options grpc_o = {.max_request_bytes = cfg->receivers.grpc_max_message_size};
-    struct receiver_options http_o = {.max_request_bytes = cfg->receivers.http_max_body_size};
+    struct receiver_options grpc_o = {
+        .max_request_bytes = cfg->receivers.grpc_max_message_size,
+        .max_connections = (uint32_t)cfg->receivers.max_connections,
+        .request_timeout_ms = (uint32_t)(cfg->receivers.request_timeout_ns / 1000000),
+    };
+    struct receiver_options http_o = grpc_o;
+    http_o.max_request_bytes = cfg->receivers.http_max_body_size;
     rc = receiver_otlp_grpc_new_opts(&a->receivers[0], &a->loop, grpc_ep.host, grpc_ep.port,
                                      a->pipeline, &grpc_o);
     if (rc != 0) {

@@ -189,6 +189,8 @@ struct config {
         char *http_endpoint; /* host:port */
         uint64_t grpc_max_message_size;
         uint64_t http_max_body_size;
+        int64_t max_connections; /* per receiver */
+        uint64_t request_timeout_ns;
     } receivers;
     struct {
         int64_t max_size; /* items */

@@ -107,6 +107,19 @@ const struct config_option config_table[] = {
             "413.",
      .env = {"DATALAYER_OTEL_AGENT_HTTP_MAX_BODY_SIZE"}, .min = KIB, .max = 256 * MIB,
      .section = CONFIG_SEC_RECEIVERS},
+    {G("receivers.max_connections", CONFIG_KIND_INT, receivers.max_connections), .def = "4096",
+     .doc = "Connections each receiver holds open at once; more are accepted and closed at once. "
+            "Each is a file descriptor: the agent raises its soft `RLIMIT_NOFILE` to the hard "
+            "limit at start, and the hard limit must leave room for both receivers.",
+     .env = {"DATALAYER_OTEL_AGENT_MAX_CONNECTIONS"}, .min = 1, .max = 1000000,
+     .section = CONFIG_SEC_RECEIVERS},
+    {G("receivers.request_timeout", CONFIG_KIND_DURATION, receivers.request_timeout_ns),
+     .def = "60s",
+     .doc = "A request's headers and body must all arrive within this long of its first byte, "
+            "however steadily they trickle: HTTP/1.1 then gets 408 and the connection closes, an "
+            "HTTP/2 stream gets 408 (gRPC: DEADLINE_EXCEEDED) and is reset.",
+     .env = {"DATALAYER_OTEL_AGENT_REQUEST_TIMEOUT"}, .min = SEC, .max = HOUR,
+     .section = CONFIG_SEC_RECEIVERS},
 
     /* batch */
     {G("batch.max_size", CONFIG_KIND_INT, batch.max_size), .def = "8192",

@@ -70,7 +70,20 @@ struct http_listen_options {
     size_t max_headers;      /* 0 means 100. */
     uint32_t
         idle_timeout_ms; /* Close a connection idle (or stuck mid-request) this long; 0 = 60 s. */
-    uint32_t max_connections; /* 0 means 4096. */
+    /*
+     * A request's headers and body must all arrive within this long of its first byte, however
+     * steadily they trickle: HTTP/1.1 then gets 408 and the connection closes, an HTTP/2 stream
+     * gets 408 (gRPC: DEADLINE_EXCEEDED) and RST_STREAM(NO_ERROR). 0 = 60 s; UINT32_MAX = none.
+     * Upgraded connections and requests already handed to the handler are exempt.
+     */
+    uint32_t request_timeout_ms;
+    /*
+     * HTTP/2: request body bytes one connection may hold at once, enforced through its flow-
+     * control window (a client is slowed, and refused a stream with REFUSED_STREAM only when its
+     * unfinished requests alone fill the window). 0 = max(2 x max_body, 64 MiB).
+     */
+    size_t max_conn_body_bytes;
+    uint32_t max_connections; /* Open at once; more are accepted and closed. 0 means 4096. */
     http_handler_fn handler;
     void *userdata;
 };
@@ -85,6 +98,13 @@ int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http
 
 /* The bound port (useful after port 0). */
 uint16_t http_server_port(const struct http_server *srv);
+
+/*
+ * Raises this process's soft RLIMIT_NOFILE to its hard limit (once; later calls return the limit
+ * found) and logs what changed: every connection is a descriptor, and the usual soft limit of
+ * 1024 would cap max_connections long before memory does. Returns the soft limit in force.
+ */
+uint64_t http_raise_fd_limit(void);
 
 /*
  * Stops accepting, closes every connection (streams not yet answered are abandoned: a later

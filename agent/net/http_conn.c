@@ -30,8 +30,20 @@
  */
 #define H2_MAX_CONCURRENT_STREAMS 128
 #define H2_STREAM_WINDOW          (1 << 20)
-#define H2_CONNECTION_WINDOW      (16 << 20)
 #define H2_MAX_FRAME_SIZE         (1 << 18)
+/*
+ * The bytes of request bodies one HTTP/2 connection may hold (cfg->max_conn_body), which is also
+ * its connection window: without a bound, 128 streams of max_body each pinned 2.5 GiB on one
+ * connection. The default, max(2 x max_body, 64 MiB), lets 16 gRPC messages of 4 MiB or three
+ * 20 MiB OTLP/HTTP bodies arrive side by side, and always leaves room for one whole body.
+ */
+#define H2_CONN_BODY_MIN ((size_t)64 << 20)
+#define H2_CONN_BODY_MAX ((size_t)1 << 30)
+/*
+ * A connection window below this is as good as closed: clients do not all split their frames to
+ * fit the last few bytes of a window.
+ */
+#define H2_WINDOW_STALLED (16 << 10)
 /*
  * Output waiting for the socket past which the connection stops producing more: HTTP/2 stops
  * pulling frames from nghttp2 (whose flood limits then apply) and HTTP/1.1 stops parsing
@@ -73,6 +85,10 @@ struct http_stream {
     int32_t id; /* HTTP/2 stream id; 0 on HTTP/1.1. */
 
     struct http_request req; /* req.body is where the body is collected: one copy. */
+    uint64_t started_ms;     /* cfg->clock when the request's first byte arrived. */
+    size_t held;             /* HTTP/2: body bytes counted in conn->h2_held. */
+    bool refused;            /* HTTP/2: reset with REFUSED_STREAM; its data is dropped. */
+    bool reset_after;        /* HTTP/2: answered before its request ended; reset once sent. */
 
     /* Path, HTTP/2 method, header names and values, each NUL-terminated, by offset. */
     struct buf strings;
@@ -169,6 +185,27 @@ static void body_release(struct http_conn *c, struct buf *b)
 /* -------------------------------------------------------------------------------------------- */
 /* Streams */
 
+static uint64_t conn_now(const struct http_conn *c)
+{
+    return c->cfg->clock != NULL ? c->cfg->clock(c->cfg->clock_ctx) : 0;
+}
+
+/*
+ * HTTP/2: the body bytes of |s| no longer count against the connection (released, dropped or
+ * handed over): they go back to the connection window.
+ */
+static void h2_give_back(struct http_conn *c, struct http_stream *s)
+{
+    if (c == NULL || s->held == 0) {
+        return;
+    }
+    c->h2_held -= s->held;
+    if (c->h2 != NULL && !c->closed) {
+        (void)nghttp2_session_consume_connection(c->h2, s->held);
+    }
+    s->held = 0;
+}
+
 static struct http_stream *stream_new(struct http_conn *c)
 {
     struct http_stream *s = calloc(1, sizeof(*s));
@@ -177,6 +214,7 @@ static struct http_stream *stream_new(struct http_conn *c)
     }
     s->conn = c;
     s->state = STREAM_COLLECTING;
+    s->started_ms = conn_now(c);
     s->path_off = SIZE_MAX;
     s->method_off = SIZE_MAX;
     /* Room for every name and value plus their terminators; header_bytes enforces the limit. */
@@ -214,6 +252,7 @@ static void stream_unlink(struct http_stream *s)
 /* Frees what the request held; the response part may live on (HTTP/2 SENDING). */
 static void stream_release_request(struct http_stream *s)
 {
+    h2_give_back(s->conn, s);
     buf_cleanup(&s->strings);
     body_release(s->conn, &s->req.body);
     free(s->slots);
@@ -241,6 +280,8 @@ static void stream_orphan(struct http_stream *s)
     if (c != NULL && s->state == STREAM_DELIVERED && c->n_awaiting > 0) {
         c->n_awaiting--;
     }
+    /* The handler still holds the body, but the stream that sent it is gone. */
+    h2_give_back(c, s);
     stream_unlink(s);
 }
 
@@ -1024,6 +1065,15 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
     return 0;
 }
 
+/*
+ * True when a body buffer of |n| bytes may be allocated ahead: a client's content-length is a
+ * claim, and 128 streams claiming max_body would reserve (if not touch) gigabytes.
+ */
+static bool h2_may_reserve(const struct http_conn *c, size_t n)
+{
+    return c->h2_held + n <= (size_t)c->h2_window;
+}
+
 static int h2_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
                             const uint8_t *data, size_t len, void *ud)
 {
@@ -1034,8 +1084,10 @@ static int h2_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t str
     }
     c->progress = true;
     struct http_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s == NULL || s->state != STREAM_COLLECTING || s->req.body_too_large || s->limit_hit) {
-        /* Consumed all the same: nghttp2 returns the window to the client. */
+    if (s == NULL || s->state != STREAM_COLLECTING || s->req.body_too_large || s->limit_hit ||
+        s->refused) {
+        /* Dropped: the window goes back to the client at once. */
+        (void)nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
     if (s->grpc && s->req.body.cap == 0 && len >= 5 && data[0] <= 1) {
@@ -1045,7 +1097,7 @@ static int h2_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t str
          */
         uint32_t n =
             (uint32_t)data[1] << 24 | (uint32_t)data[2] << 16 | (uint32_t)data[3] << 8 | data[4];
-        if ((size_t)n + 5 <= c->cfg->max_body) {
+        if ((size_t)n + 5 <= c->cfg->max_body && h2_may_reserve(c, (size_t)n + 5)) {
             body_reserve(c, &s->req.body, (size_t)n + 5);
         }
     }
@@ -1053,11 +1105,22 @@ static int h2_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t str
     if (rv == DLOTEL_ERR_TOO_LARGE) {
         body_release(c, &s->req.body);
         s->req.body_too_large = true;
+        h2_give_back(c, s);
+        (void)nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
     if (rv != 0) {
+        /* nghttp2 resets the stream; the bytes were not kept. */
+        (void)nghttp2_session_consume(session, stream_id, len);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
+    /*
+     * The stream window is reopened at once (max_body bounds a stream), the connection window
+     * only when the body is released: so the window is what bounds the bytes held (h2_flow()).
+     */
+    (void)nghttp2_session_consume_stream(session, stream_id, len);
+    s->held += len;
+    c->h2_held += len;
     return 0;
 }
 
@@ -1102,7 +1165,7 @@ static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     }
     struct http_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (s == NULL || s->state != STREAM_COLLECTING) {
+    if (s == NULL || s->state != STREAM_COLLECTING || s->refused) {
         return 0;
     }
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -1117,13 +1180,32 @@ static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame
         if (cl != NULL) {
             char *end;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (end != cl && *end == '\0' && n > 0 && n <= c->cfg->max_body) {
+            if (end != cl && *end == '\0' && n > 0 && n <= c->cfg->max_body &&
+                h2_may_reserve(c, (size_t)n)) {
                 body_reserve(c, &s->req.body, (size_t)n);
             }
         }
     }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
         h2_deliver(c, s);
+    }
+    return 0;
+}
+
+/* A late request's answer went out: the client may stop sending its body (RFC 9113 8.1). */
+static int h2_on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
+{
+    (void)ud;
+    if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        return 0;
+    }
+    struct http_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s != NULL && s->reset_after) {
+        s->reset_after = false;
+        /* Not when the request ended meanwhile: the stream is then closed already. */
+        if (nghttp2_session_get_stream_remote_close(session, s->id) == 0) {
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        }
     }
     return 0;
 }
@@ -1349,6 +1431,86 @@ static void h2_pull(struct http_conn *c)
     }
 }
 
+/* The connection window: cfg->max_conn_body, defaulted and clamped (see http_conn.h). */
+static int32_t h2_conn_window(const struct http_conn_config *cfg)
+{
+    size_t w = cfg->max_conn_body;
+    if (w == 0) {
+        w = cfg->max_body <= H2_CONN_BODY_MIN / 2 ? H2_CONN_BODY_MIN : 2 * cfg->max_body;
+    }
+    /* One whole body must always fit, or a stream of max_body could never complete. */
+    if (cfg->max_body <= H2_CONN_BODY_MAX && w < cfg->max_body + (64 << 10)) {
+        w = cfg->max_body + (64 << 10);
+    }
+    if (w < (128 << 10)) {
+        w = 128 << 10;
+    }
+    if (w > H2_CONN_BODY_MAX) {
+        w = H2_CONN_BODY_MAX;
+    }
+    return (int32_t)w;
+}
+
+/*
+ * HTTP/2 flow control on the connection's body budget, run after every change. The connection
+ * window is h2_window and bytes held in bodies are given back only when released, so a client
+ * that obeys flow control never makes the connection hold more than h2_window: it is slowed, not
+ * refused. Two things remain to do here:
+ *
+ * - Bytes released go back to the client as soon as its window runs low, instead of when half
+ *   the window was released (nghttp2's rule), so that the window never sits closed on bytes the
+ *   server no longer holds.
+ * - When the window is closed and every byte held belongs to a request still arriving, no
+ *   request can complete and nothing will be released: the newest such stream is refused
+ *   (RST_STREAM REFUSED_STREAM: nothing was processed, clients, gRPC's included, retry it) and
+ *   its bytes go back to the client, so that the others can finish.
+ */
+static void h2_flow(struct http_conn *c)
+{
+    if (c->h2 == NULL || c->h2_window == 0 || c->close_when_done) {
+        return;
+    }
+    for (;;) {
+        int32_t avail = nghttp2_session_get_local_window_size(c->h2);
+        int64_t unsent = (int64_t)c->h2_window - avail - (int64_t)c->h2_held;
+        if (unsent > 0 && (avail < c->h2_window / 4 || avail < H2_WINDOW_STALLED)) {
+            if (nghttp2_submit_window_update(c->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)unsent) != 0) {
+                return;
+            }
+            avail = nghttp2_session_get_local_window_size(c->h2);
+        }
+        if (avail >= H2_WINDOW_STALLED) {
+            return;
+        }
+        struct http_stream *victim = NULL;
+        for (struct http_stream *s = c->streams; s != NULL; s = s->next) {
+            if (s->held == 0) {
+                continue;
+            }
+            if (s->state != STREAM_COLLECTING) {
+                return; /* Its response will release it. */
+            }
+            if (!s->refused && (victim == NULL || s->id > victim->id)) {
+                victim = s;
+            }
+        }
+        if (victim == NULL) {
+            return;
+        }
+        log_debug(c->cfg->name,
+                  "HTTP/2: %zu body bytes held on one connection, its window: refusing stream %d",
+                  c->h2_held, (int)victim->id);
+        if (nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, victim->id,
+                                      NGHTTP2_REFUSED_STREAM) != 0) {
+            return;
+        }
+        victim->refused = true;
+        c->h2_refused++;
+        body_release(c, &victim->req.body);
+        h2_give_back(c, victim);
+    }
+}
+
 static int h2_start(struct http_conn *c)
 {
     nghttp2_session_callbacks *cbs;
@@ -1365,9 +1527,12 @@ static int h2_start(struct http_conn *c)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2_on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2_on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, h2_on_frame_send);
     nghttp2_session_callbacks_set_error_callback2(cbs, h2_error);
     /* Closed streams need not be kept for the priority tree (priorities are off, below). */
     nghttp2_option_set_no_closed_streams(opt, 1);
+    /* The connection window bounds the body bytes held: it reopens as bodies are released. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
     /*
      * Flood limits: nghttp2's defaults (1000 queued SETTINGS/PING acks, 32 SETTINGS entries, 8
      * CONTINUATIONs, RST_STREAM rate 1000 burst / 33 per second) are what we want. Peers cannot
@@ -1385,9 +1550,9 @@ static int h2_start(struct http_conn *c)
          (uint32_t)(c->cfg->max_header_bytes + 32 * c->cfg->max_headers)},
         {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
+    c->h2_window = h2_conn_window(c->cfg);
     if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
-        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, H2_CONNECTION_WINDOW) !=
-            0) {
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, c->h2_window) != 0) {
         nghttp2_session_del(c->h2);
         c->h2 = NULL;
         goto fail_session;
@@ -1531,6 +1696,7 @@ static void conn_run(struct http_conn *c)
             h1_drain(c);
             h1_eof(c);
         } else if (c->proto == HTTP_CONN_H2 && c->h2 != NULL && !c->h2_send_failed) {
+            h2_flow(c);
             h2_pull(c);
         } else if (c->proto == HTTP_CONN_RAW && c->up_want_drained && c->out.len == 0 &&
                    c->io_pending == 0 && c->up_h != NULL) {
@@ -1640,6 +1806,80 @@ bool http_conn_busy(const struct http_conn *c)
 {
     /* An upgraded connection keeps itself alive (WebSocket pings): no idle timeout. */
     return !c->closed && (c->n_awaiting > 0 || (c->proto == HTTP_CONN_RAW && !c->close_when_done));
+}
+
+uint64_t http_conn_request_due(const struct http_conn *c)
+{
+    uint64_t t = c->cfg->request_timeout_ms;
+    if (c->closed || c->close_when_done || t == 0) {
+        return UINT64_MAX;
+    }
+    uint64_t due = UINT64_MAX;
+    if (c->proto == HTTP_CONN_H1) {
+        if (c->cur != NULL && c->cur->state == STREAM_COLLECTING && !c->h1_stopped) {
+            due = c->cur->started_ms + t;
+        }
+    } else if (c->proto == HTTP_CONN_H2) {
+        for (const struct http_stream *s = c->streams; s != NULL; s = s->next) {
+            if (s->state == STREAM_COLLECTING && !s->refused && s->started_ms + t < due) {
+                due = s->started_ms + t;
+            }
+        }
+    }
+    return due;
+}
+
+/*
+ * Answers an HTTP/2 request that did not arrive in time, without a body so that the reset that
+ * follows (RFC 9113 section 8.1: the client may stop sending) cannot overtake it. gRPC gets a
+ * Trailers-Only DEADLINE_EXCEEDED it understands instead of an HTTP status.
+ */
+static void h2_expire(struct http_conn *c, struct http_stream *s)
+{
+    char msg[80];
+    snprintf(msg, sizeof(msg), "request not complete within %u ms", c->cfg->request_timeout_ms);
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE             \
+    }
+    const nghttp2_nv grpc[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                               NV("grpc-status", "4"), NV("grpc-message", msg)};
+    const nghttp2_nv plain[] = {NV(":status", "408"), NV("content-length", "0")};
+#undef NV
+    int rv = s->grpc ? nghttp2_submit_response(c->h2, s->id, grpc, 4, NULL)
+                     : nghttp2_submit_response(c->h2, s->id, plain, 2, NULL);
+    log_debug(c->cfg->name, "HTTP/2 stream %d: %s", (int)s->id, msg);
+    if (rv == 0) {
+        /* nghttp2 would send a reset submitted now before the answer: h2_on_frame_send(). */
+        s->reset_after = true;
+    } else {
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+    }
+    /* Data still arriving for it is dropped; nghttp2's close callback frees it. */
+    stream_release_request(s);
+    s->state = STREAM_SENDING;
+}
+
+void http_conn_request_timeout(struct http_conn *c, uint64_t now)
+{
+    if (http_conn_request_due(c) > now) {
+        return;
+    }
+    uint64_t t = c->cfg->request_timeout_ms;
+    c->depth++;
+    if (c->proto == HTTP_CONN_H1) {
+        log_debug(c->cfg->name, "HTTP/1.1 request not complete within %u ms; answering 408",
+                  c->cfg->request_timeout_ms);
+        h1_fail(c, 408, "request not complete in time\n");
+    } else if (c->proto == HTTP_CONN_H2 && c->h2 != NULL) {
+        for (struct http_stream *s = c->streams; s != NULL; s = s->next) {
+            if (s->state == STREAM_COLLECTING && !s->refused && s->started_ms + t <= now) {
+                h2_expire(c, s);
+            }
+        }
+    }
+    c->depth--;
+    conn_run(c);
 }
 
 void http_conn_shutdown(struct http_conn *c)

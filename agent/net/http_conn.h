@@ -48,6 +48,17 @@ struct http_conn_config {
     http_handler_fn handler;
     void *userdata;
     struct http_buf_pool *pool; /* May be NULL. */
+    /*
+     * HTTP/2: request body bytes one connection may hold at once, which is also the connection's
+     * flow-control window (see h2_flow()). 0 means max(2 x max_body, 64 MiB); clamped to
+     * [max_body + 1 MiB, 1 GiB].
+     */
+    size_t max_conn_body;
+    /* A request's headers and body must arrive within this long of its first byte; 0: no limit. */
+    uint32_t request_timeout_ms;
+    /* Milliseconds of a monotonic clock, for request deadlines; NULL reads as 0 (fuzzing). */
+    uint64_t (*clock)(void *clock_ctx);
+    void *clock_ctx;
 };
 
 struct http_conn;
@@ -102,6 +113,9 @@ struct http_conn {
     /* HTTP/2. */
     nghttp2_session *h2;
     bool h2_send_failed; /* nghttp2 cannot produce output any more: close without waiting. */
+    int32_t h2_window;   /* The connection window advertised: the body bytes it may hold. */
+    size_t h2_held;      /* Body bytes received and not yet given back to the window. */
+    uint64_t h2_refused; /* Streams refused (REFUSED_STREAM) to stay under h2_window. */
 
     /* Upgraded (HTTP_CONN_RAW): the new owner; NULL once it closed or was told of the close. */
     const struct http_upgrade_handler *up_h;
@@ -146,6 +160,19 @@ bool http_conn_idle(struct http_conn *c);
 
 /* True while a handler owes a response (the idle timer does not run then). */
 bool http_conn_busy(const struct http_conn *c);
+
+/*
+ * The clock time (cfg->clock) by which the oldest request still being received must be complete,
+ * or UINT64_MAX when none is (or there is no request timeout). Upgraded connections have none.
+ */
+uint64_t http_conn_request_due(const struct http_conn *c);
+
+/*
+ * The request deadline passed (|now| >= http_conn_request_due()): HTTP/1.1 answers 408 and
+ * closes; HTTP/2 answers each late stream (408, or gRPC DEADLINE_EXCEEDED) and resets it with
+ * NO_ERROR, keeping the connection.
+ */
+void http_conn_request_timeout(struct http_conn *c, uint64_t now);
 
 /*
  * Stops all processing: streams the handler still holds become orphans (a later http_respond()

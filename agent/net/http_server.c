@@ -6,9 +6,11 @@
  * freed when both close callbacks ran. The server is freed when its last handle (listener or
  * connection) is gone after http_server_free(), never from inside a callback of its own.
  */
+#include <errno.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "core/log.h"
@@ -45,11 +47,14 @@ struct server_conn {
     struct http_conn *conn;
     struct server_conn *prev;
     struct server_conn *next;
-    struct buf wbuf; /* The bytes of the write in flight. */
+    struct buf wbuf;    /* The bytes of the write in flight. */
+    uint64_t idle_due;  /* uv_now() when the idle timeout ends; 0 while it does not run. */
+    uint64_t timer_due; /* When the timer fires, while timer_armed. */
     int open_handles;
     bool writing;
     bool reading;
     bool timer_armed;
+    bool goodbye; /* The idle timeout ended it: the timer is the last-chance close. */
     bool eof;
     bool shutting; /* Half-closed and draining before the close. */
     bool closing;  /* uv_close() called. */
@@ -68,9 +73,15 @@ struct http_server {
     size_t n_handles; /* Listeners, connections and refused sockets not yet closed. */
     bool freeing;
     bool cap_logged;
+    uint64_t accept_warned_ms; /* Accept failures (EMFILE) are logged once a second at most. */
     uint8_t *rbuf;
     struct http_buf_pool pool;
 };
+
+static uint64_t server_clock(void *loop)
+{
+    return uv_now(loop);
+}
 
 static void server_destroy(struct http_server *srv)
 {
@@ -171,17 +182,50 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 static void on_timer(uv_timer_t *t)
 {
     struct server_conn *sc = t->data;
+    sc->timer_armed = false;
     if (sc->shutting || sc->closing) {
         close_now(sc); /* The drain after the last response is over. */
         return;
     }
-    log_debug(sc->srv->name, "closing a connection idle for %u ms", sc->srv->idle_ms);
+    struct http_conn *c = sc->conn;
+    uint64_t now = uv_now(sc->srv->loop);
+    if (!sc->goodbye && !http_conn_finished(c)) {
+        if (http_conn_request_due(c) <= now) {
+            /* Answers 408 (or resets the late HTTP/2 streams); conn_update() follows. */
+            http_conn_request_timeout(c, now);
+            return;
+        }
+        if (sc->idle_due == 0 || sc->idle_due > now) {
+            conn_update(c); /* Nothing is due any more: set the timer for what is. */
+            return;
+        }
+        log_debug(sc->srv->name, "closing a connection idle for %u ms", sc->srv->idle_ms);
+    }
     /* A safety net in case the goodbye is never written: the peer may not read at all. */
+    sc->goodbye = true;
     uv_timer_start(&sc->timer, on_timer, LINGER_MS, 0);
     sc->timer_armed = true;
-    if (!http_conn_idle(sc->conn)) {
+    if (!http_conn_idle(c)) {
         close_now(sc);
     }
+}
+
+/* Runs the timer for |due| (uv_now() time; UINT64_MAX: nothing due). */
+static void timer_set(struct server_conn *sc, uint64_t due, uint64_t now)
+{
+    if (due == UINT64_MAX) {
+        if (sc->timer_armed) {
+            uv_timer_stop(&sc->timer);
+            sc->timer_armed = false;
+        }
+        return;
+    }
+    if (sc->timer_armed && sc->timer_due == due) {
+        return;
+    }
+    uv_timer_start(&sc->timer, on_timer, due > now ? due - now : 0, 0);
+    sc->timer_armed = true;
+    sc->timer_due = due;
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -298,27 +342,33 @@ static void conn_update(struct http_conn *c)
         uv_read_stop((uv_stream_t *)&sc->tcp);
         sc->reading = false;
     }
+    if (sc->goodbye) {
+        return; /* The last-chance timer runs. */
+    }
     /*
-     * The idle timer runs while the client owes us something. It is not pushed back by header
-     * bytes, so a request trickled in byte by byte (slowloris) still times out; body bytes and
-     * HTTP/2 frames do push it back, so a large upload on a slow link is not cut.
+     * Two deadlines share the timer. The idle one runs while the client owes us something. It
+     * is not pushed back by header bytes, so a request trickled in byte by byte (slowloris)
+     * still times out; body bytes and HTTP/2 frames do push it back, so that a large upload on a
+     * slow link is not cut while it moves. The request deadline bounds that: a request must be
+     * complete within request_timeout of its first byte, however steadily it trickles (a body
+     * at a byte every few seconds held a connection for ever).
      */
+    uint64_t now = uv_now(sc->srv->loop);
     if (http_conn_busy(c)) {
-        if (sc->timer_armed) {
-            uv_timer_stop(&sc->timer);
-            sc->timer_armed = false;
-        }
-    } else if (!sc->timer_armed || c->progress) {
+        sc->idle_due = 0;
+    } else if (sc->idle_due == 0 || c->progress) {
         /* An upgraded connection that its owner closed gets only the drain time to flush:
            its peer may never read again (a WebSocket client that fell behind). */
         uint32_t ms = sc->srv->idle_ms;
         if (c->proto == HTTP_CONN_RAW && ms > LINGER_MS) {
             ms = LINGER_MS;
         }
-        uv_timer_start(&sc->timer, on_timer, ms, 0);
-        sc->timer_armed = true;
+        sc->idle_due = now + ms;
     }
     c->progress = false;
+    uint64_t due = sc->idle_due != 0 ? sc->idle_due : UINT64_MAX;
+    uint64_t request_due = http_conn_request_due(c);
+    timer_set(sc, request_due < due ? request_due : due, now);
 }
 
 static void on_refused_close(uv_handle_t *h)
@@ -333,7 +383,13 @@ static void on_connection(uv_stream_t *server, int status)
     struct listener *l = server->data;
     struct http_server *srv = l->srv;
     if (status < 0) {
-        log_warn(srv->name, "accept failed: %s", uv_strerror(status));
+        /* Out of descriptors (EMFILE), libuv accepts and drops the waiting connections itself;
+           say so, but not for every one of them. */
+        uint64_t now = uv_now(srv->loop);
+        if (srv->accept_warned_ms == 0 || now - srv->accept_warned_ms >= 1000) {
+            srv->accept_warned_ms = now;
+            log_warn(srv->name, "accept failed: %s", uv_strerror(status));
+        }
         return;
     }
     if (srv->n_conns >= srv->max_conns) {
@@ -607,6 +663,12 @@ int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http
     srv->cfg.max_headers = o->max_headers != 0 ? o->max_headers : 100;
     srv->cfg.handler = o->handler;
     srv->cfg.userdata = o->userdata;
+    srv->cfg.max_conn_body = o->max_conn_body_bytes;
+    srv->cfg.request_timeout_ms = o->request_timeout_ms == 0            ? 60000
+                                  : o->request_timeout_ms == UINT32_MAX ? 0
+                                                                        : o->request_timeout_ms;
+    srv->cfg.clock = server_clock;
+    srv->cfg.clock_ctx = loop;
     srv->pool.max_bytes = BODY_POOL_BYTES;
     srv->cfg.pool = &srv->pool;
     srv->idle_ms = o->idle_timeout_ms != 0 ? o->idle_timeout_ms : 60000;
@@ -672,4 +734,34 @@ void http_server_free(struct http_server *srv)
     if (srv->n_handles == 0) {
         server_destroy(srv);
     }
+}
+
+uint64_t http_raise_fd_limit(void)
+{
+    static bool done;
+    static uint64_t limit;
+    if (done) {
+        return limit;
+    }
+    done = true;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return 0;
+    }
+    limit = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    if (rl.rlim_cur == rl.rlim_max) {
+        log_debug("http", "open file limit %llu (the hard limit)", (unsigned long long)limit);
+        return limit;
+    }
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_warn("http", "cannot raise the open file limit from %llu: %s", (unsigned long long)old,
+                 strerror(errno));
+        return limit;
+    }
+    limit = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    log_info("http", "open file limit raised from %llu to %llu (the hard limit)",
+             (unsigned long long)old, (unsigned long long)limit);
+    return limit;
 }

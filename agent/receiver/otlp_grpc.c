@@ -385,6 +385,8 @@ int receiver_otlp_grpc_new_opts(struct receiver **out, uv_loop_t *loop, const ch
         .http1 = false,
         .http2 = true,
         .max_body = (size_t)(max + GRPC_MAX_BODY - GRPC_MAX_MESSAGE),
+        .max_connections = ro != NULL ? ro->max_connections : 0,
+        .request_timeout_ms = ro != NULL ? ro->request_timeout_ms : 0,
         .handler = on_request,
     };
     /* Nothing is converted on this path: a gRPC message is protobuf already. */

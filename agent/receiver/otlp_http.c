@@ -367,6 +367,8 @@ int receiver_otlp_http_new_opts(struct receiver **out, uv_loop_t *loop, const ch
         .http1 = true,
         .http2 = true,
         .max_body = (size_t)max,
+        .max_connections = ro != NULL ? ro->max_connections : 0,
+        .request_timeout_ms = ro != NULL ? ro->request_timeout_ms : 0,
         .handler = on_request,
     };
     return receiver_start(out, "otlp_http", loop, p, &o, (size_t)max, (size_t)max, max);

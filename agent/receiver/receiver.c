@@ -34,6 +34,15 @@ int receiver_start(struct receiver **out, const char *name, uv_loop_t *loop, str
     arena_init(&r->arena, RECEIVER_ARENA_MAX);
     o->name = name;
     o->userdata = r;
+    /* Every connection is a descriptor; a soft limit of 1024 would cap max_connections. */
+    uint64_t fd_limit = http_raise_fd_limit();
+    uint32_t max_conns = o->max_connections != 0 ? o->max_connections : 4096;
+    if (fd_limit < (uint64_t)max_conns + 64) {
+        log_warn(name,
+                 "max_connections %u is above the open file limit %llu: connections past it "
+                 "are dropped when accepted",
+                 max_conns, (unsigned long long)fd_limit);
+    }
     int rc = http_server_new(&r->server, loop, o);
     if (rc != 0) {
         free(r);

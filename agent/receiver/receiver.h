@@ -30,6 +30,10 @@ struct receiver_options {
      * receivers.grpc_max_message_size (one gRPC message; default GRPC_MAX_MESSAGE, 4 MiB).
      */
     uint64_t max_request_bytes;
+    /* Connections open at once (receivers.max_connections); 0: 4096. */
+    uint32_t max_connections;
+    /* Whole-request deadline (receivers.request_timeout); 0: 60 s. */
+    uint32_t request_timeout_ms;
 };
 
 /*

@@ -87,6 +87,7 @@ class Slowloris(threading.Thread):
         self.port, self.data, self.every, self.prefix = port, data, every, prefix
         self.started = time.monotonic()
         self.closed_after = None
+        self.answer = b""
         self.sent = 0
         self.stop = threading.Event()
 
@@ -109,6 +110,7 @@ class Slowloris(threading.Thread):
                     if d == b"" or d:
                         # EOF, or a response (408/400) then EOF: either way the daemon ended it.
                         self.closed_after = time.monotonic() - self.started
+                        self.answer = d
                         return
                 except socket.timeout:
                     pass
@@ -866,12 +868,117 @@ def test_slowloris_headers(h):
     _check_slow(h, "slow_headers")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "agent/net finding: body bytes push the idle timer back (http_server.c), so a body "
-    "trickled at 1 byte / 5 s holds a connection (and a max_connections slot) for as long as "
-    "the client likes; needs a minimum rate or a whole-request deadline in agent/net"))
 def test_slowloris_body(h):
+    """Body bytes push the idle timer back (a slow upload is not cut while it moves), but
+    receivers.request_timeout (60 s) bounds the whole request: 408 and closed."""
     _check_slow(h, "slow_body")
+    assert STATE["slow_body"].closed_after >= 55, STATE["slow_body"].closed_after
+    assert STATE["slow_body"].answer.startswith(b"HTTP/1.1 408 "), STATE["slow_body"].answer
+
+
+# ---------- receivers.request_timeout at its boundary (a daemon of its own, 2 s) ----------
+
+REQUEST_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def tagent(tmp_path_factory):
+    env = dict(os.environ, DATALAYER_OTEL_AGENT_REQUEST_TIMEOUT=f"{REQUEST_TIMEOUT:g}s")
+    a = itlib.Agent(tmp_path_factory.mktemp("request_timeout"), env=env).start()
+    try:
+        yield a
+    finally:
+        if a.alive():
+            a.stop()
+        else:
+            pytest.fail(f"dlotel agent died (exit {a.proc.returncode}):\n{itlib.tail(a.log_path)}")
+
+
+def trickle_h1(port, body, seconds):
+    """Sends a request's head, then its body a byte at a time spread over |seconds|; returns the
+    time taken to the daemon's answer, the answer, and whether the connection was then closed."""
+    head = http_request("/v1/traces", body)
+    head = head[:head.index(b"\r\n\r\n") + 4]
+    with RawConn(port, timeout=10) as c:
+        t0 = time.monotonic()
+        c.send(head)
+        gap = seconds / len(body)
+        for i in range(len(body)):
+            time.sleep(gap)
+            try:
+                c.send(body[i:i + 1])
+            except OSError:
+                break
+            c.sock.setblocking(False)
+            try:
+                if c.sock.recv(1, socket.MSG_PEEK):
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            finally:
+                c.sock.setblocking(True)
+        c.sock.settimeout(10)
+        r = c.read_response()
+        elapsed = time.monotonic() - t0
+        return elapsed, r, c.closed_by_peer(timeout=3)
+
+
+def test_request_timeout_http1_boundary(tagent):
+    """A body that moves (a byte every ~80 ms) but completes within the 2 s deadline is
+    answered 200; one that would take 4 s gets 408 at the deadline and the connection closes.
+    The idle timeout (60 s) would have let both through."""
+    body = itlib.trace_request(span_name=b"slow")
+    elapsed, r, _ = trickle_h1(tagent.http_port, body, REQUEST_TIMEOUT * 0.5)
+    assert r.status == 200, r
+    assert elapsed < REQUEST_TIMEOUT, elapsed
+    elapsed, r, closed = trickle_h1(tagent.http_port, body, REQUEST_TIMEOUT * 2)
+    assert r.status == 408, r
+    assert REQUEST_TIMEOUT - 0.2 <= elapsed <= REQUEST_TIMEOUT + 1.5, elapsed
+    assert closed, "the connection stayed open after the 408"
+    itlib.assert_serving(tagent, "after a 408")
+
+
+@pytest.mark.parametrize("grpc_port", [False, True], ids=["h2_http_port", "grpc_port"])
+def test_request_timeout_http2_stream(tagent, grpc_port):
+    """HTTP/2: a stream whose body trickles past the deadline is answered (408; gRPC: a
+    Trailers-Only 200 with DEADLINE_EXCEEDED) and reset with NO_ERROR; the connection stays and
+    serves the next stream."""
+    port = tagent.grpc_port if grpc_port else tagent.http_port
+    path, ctype = (TRACES_GRPC, "application/grpc") if grpc_port else ("/v1/traces", PB)
+    with h2raw.H2Conn(port, timeout=10) as c:
+        t0 = time.monotonic()
+        c.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, 1,
+                           h2raw.header_block(path=path, content_type=ctype)))
+        got = []
+        answered = None
+        rst = None
+        while time.monotonic() - t0 < REQUEST_TIMEOUT + 5 and rst is None:
+            c.send(h2raw.frame(h2raw.DATA, 0, 1, b"\0"))
+            frames, _ = c.frames_until(lambda f: f[2] == 1, timeout=0.3)
+            got += frames
+            for ftype, flags, sid, payload in frames:
+                if sid == 1 and ftype == h2raw.HEADERS and answered is None:
+                    answered = (h2raw.status_of(payload, c.dyn), time.monotonic() - t0)
+                if sid == 1 and ftype == h2raw.RST_STREAM:
+                    rst = struct.unpack(">I", payload)[0]
+        assert answered is not None, got[-5:]
+        status, at = answered
+        assert status == (200 if grpc_port else 408), answered
+        assert REQUEST_TIMEOUT - 0.2 <= at <= REQUEST_TIMEOUT + 1.5, answered
+        assert rst == h2raw.NO_ERROR, (rst, got[-5:])
+        # The connection goes on.
+        if grpc_port:
+            req = itlib.trace_request(span_name=b"after")
+            c.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, 3,
+                               h2raw.header_block(path=path, content_type=ctype)) +
+                   h2raw.frame(h2raw.DATA, h2raw.END_STREAM, 3,
+                               b"\0" + struct.pack(">I", len(req)) + req))
+        else:
+            c.request(3, itlib.trace_request(span_name=b"after"))
+        status, _, rst3, got3 = c.response(3, timeout=10)
+        assert status == 200 and rst3 is None, got3[-5:]
 
 
 def test_slowloris_h2_no_request(h):

@@ -1139,6 +1139,7 @@ struct h2_stream {
     char grpc_message[64];
     bool trailers;
     bool closed;
+    bool hold_open; /* Never end the request: the upload waits after its bytes. */
     uint32_t error_code;
 };
 
@@ -1181,6 +1182,10 @@ static int h2c_on_header(nghttp2_session *session, const nghttp2_frame *frame, c
     if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE && namelen == 7 &&
         memcmp(name, ":status", 7) == 0) {
         st->status = (int)strtol((const char *)value, NULL, 10);
+    } else if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE && namelen == 11 &&
+               memcmp(name, "grpc-status", 11) == 0) {
+        /* Trailers-Only: the status is in the only header block. */
+        snprintf(st->grpc_status, sizeof(st->grpc_status), "%.*s", (int)valuelen, value);
     } else if (frame->headers.cat == NGHTTP2_HCAT_HEADERS) {
         st->trailers = true;
         if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
@@ -1234,6 +1239,9 @@ static ssize_t h2c_read_upload(nghttp2_session *session, int32_t id, uint8_t *bu
         st->upload_off += n;
     }
     if (st->upload_off == st->upload_len) {
+        if (st->hold_open) {
+            return n > 0 ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+        }
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     }
     return (ssize_t)n;
@@ -1555,6 +1563,154 @@ static void test_h2_preface_split(void **state)
     server_stop();
 }
 
+static void test_request_timeout(void **state)
+{
+    (void)state;
+    struct http_listen_options o = default_options();
+    o.request_timeout_ms = 400;
+    o.idle_timeout_ms = 5000;
+    server_start(o, MODE_ECHO);
+
+    /* A body that keeps moving (the idle timer is pushed back) but not in time: 408, closed. */
+    struct client c;
+    client_open(&c);
+    uint64_t t0 = uv_hrtime();
+    send_str(&c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n");
+    bool answered = false;
+    for (int i = 0; i < 40 && !answered; i++) {
+        sleep_ms(50);
+        if (send(c.fd, "a", 1, MSG_NOSIGNAL) != 1) {
+            break;
+        }
+        struct pollfd p = {.fd = c.fd, .events = POLLIN};
+        answered = poll(&p, 1, 0) > 0;
+    }
+    struct response r;
+    assert_int_equal(read_response(&c, &r), 0);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    assert_int_equal(r.status, 408);
+    assert_true(ms >= 350 && ms < 1500);
+    response_free(&r);
+    assert_true(closed_within(&c, 3000));
+    client_close(&c);
+    assert_int_equal(rec_get().n_requests, 0);
+
+    /* The same trickle, complete within the deadline: answered. */
+    client_open(&c);
+    send_str(&c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+    for (int i = 0; i < 5; i++) {
+        sleep_ms(50);
+        send_all(c.fd, "b", 1);
+    }
+    expect_echo(&c, "bbbbb");
+
+    /* The deadline is per request: the next one on the connection starts afresh, and a request
+       handed to the handler is not cut however long the handler takes. */
+    sleep_ms(300);
+    send_str(&c, post_request("/again", "c", NULL));
+    expect_echo(&c, "c");
+    client_close(&c);
+    server_stop();
+
+    server_start(o, MODE_ASYNC);
+    client_open(&c);
+    send_str(&c, post_request("/held", "d", NULL));
+    expect_echo(&c, "d"); /* 100 ms in the handler. */
+    client_close(&c);
+    server_stop();
+
+    /* HTTP/2: the late stream is answered (gRPC: DEADLINE_EXCEEDED) and reset with NO_ERROR,
+       the connection and another stream on it live on. */
+    server_start(o, MODE_ECHO);
+    struct h2_client hc;
+    h2c_open(&hc);
+    struct h2_stream slow, fast;
+    h2c_submit(&hc, &slow, "/late", (const uint8_t *)"part", 4);
+    slow.hold_open = true;
+    t0 = uv_hrtime();
+    assert_true(h2c_run(&hc));
+    ms = (uv_hrtime() - t0) / 1000000;
+    assert_true(ms >= 350 && ms < 1500);
+    assert_int_equal(slow.status, 200);
+    assert_string_equal(slow.grpc_status, "4");
+    assert_int_equal(slow.error_code, NGHTTP2_NO_ERROR);
+    h2c_submit(&hc, &fast, "/fast", (const uint8_t *)"quick", 5);
+    assert_true(h2c_run(&hc));
+    assert_int_equal(fast.status, 200);
+    assert_memory_equal(fast.body, "quick", 5);
+    assert_int_equal(rec_get().n_requests, 1);
+    free(slow.body);
+    free(fast.body);
+    h2c_close(&hc);
+    server_stop();
+}
+
+static void test_h2_connection_body_cap(void **state)
+{
+    (void)state;
+    struct http_listen_options o = default_options();
+    o.max_body = 128 << 10;
+    o.max_conn_body_bytes = 256 << 10;
+    server_start(o, MODE_ECHO);
+    size_t n = 100 << 10;
+    uint8_t *body = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        body[i] = (uint8_t)(i * 13 + 1);
+    }
+    struct h2_client c;
+    h2c_open(&c);
+
+    /* Under the cap side by side (200 KiB of 256): every one answered, none refused. */
+    struct h2_stream st[4];
+    for (int i = 0; i < 2; i++) {
+        h2c_submit(&c, &st[i], "/under", body, n);
+    }
+    assert_true(h2c_run(&c));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(st[i].error_code, 0);
+        assert_int_equal(st[i].status, 200);
+        assert_int_equal(st[i].body_len, n);
+        assert_memory_equal(st[i].body, body, n);
+        free(st[i].body);
+    }
+
+    /* Over it (400 KiB), interleaved: the unfinished bodies fill the window, so the newest is
+       refused (a client may retry it) and the others complete. */
+    for (int i = 0; i < 4; i++) {
+        h2c_submit(&c, &st[i], "/over", body, n);
+    }
+    assert_true(h2c_run(&c));
+    int refused = 0;
+    int ok = 0;
+    for (int i = 0; i < 4; i++) {
+        if (st[i].error_code == NGHTTP2_REFUSED_STREAM) {
+            refused++;
+            assert_int_equal(st[i].status, 0);
+        } else {
+            assert_int_equal(st[i].error_code, 0);
+            assert_int_equal(st[i].status, 200);
+            assert_int_equal(st[i].body_len, n);
+            assert_memory_equal(st[i].body, body, n);
+            ok++;
+        }
+        free(st[i].body);
+    }
+    assert_true(refused >= 1 && refused <= 2);
+    assert_int_equal(ok + refused, 4);
+    assert_int_equal(rec_get().n_requests, 2 + ok);
+
+    /* The window came back: many more bodies than the cap, one after another. */
+    for (int round = 0; round < 6; round++) {
+        h2c_submit(&c, &st[0], "/seq", body, n);
+        assert_true(h2c_run(&c));
+        assert_int_equal(st[0].status, 200);
+        free(st[0].body);
+    }
+    h2c_close(&c);
+    free(body);
+    server_stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1589,6 +1745,8 @@ int main(void)
         cmocka_unit_test(test_h2_free_inside_handler),
         cmocka_unit_test(test_h2_idle_goaway),
         cmocka_unit_test(test_h2_preface_split),
+        cmocka_unit_test(test_request_timeout),
+        cmocka_unit_test(test_h2_connection_body_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
