@@ -10,26 +10,13 @@
 #include <string.h>
 
 #include "api/api_params.h"
+#include "core/hex.h"
 #include "dlotel.h"
 
 #define NS_PER_S 1000000000LL
 
 /* 2262-04-11T23:47:16Z: the last second whose nanoseconds fit in int64. */
 #define MAX_EPOCH_S 9223372036LL
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 /* Percent-decodes [s, s + n) into a new string; '+' becomes a space. NULL on a bad escape. */
 static char *decode(const char *s, size_t n, size_t max, int *err)
@@ -55,8 +42,8 @@ static char *decode(const char *s, size_t n, size_t max, int *err)
                 *err = DLOTEL_ERR_BAD_INPUT;
                 return NULL;
             }
-            int h = hexval((unsigned char)s[i + 1]);
-            int l = hexval((unsigned char)s[i + 2]);
+            int h = hex_digit_value((unsigned char)s[i + 1]);
+            int l = hex_digit_value((unsigned char)s[i + 2]);
             if (h < 0 || l < 0 || (h == 0 && l == 0)) {
                 free(out);
                 *err = DLOTEL_ERR_BAD_INPUT;
@@ -574,7 +561,7 @@ bool api_is_hex(const char *s, size_t max)
         return false;
     }
     for (size_t i = 0; i < n; i++) {
-        if (hexval((unsigned char)s[i]) < 0) {
+        if (hex_digit_value((unsigned char)s[i]) < 0) {
             return false;
         }
     }

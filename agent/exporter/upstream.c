@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "core/hex.h"
 #include "dlotel.h"
 
 /* -------------------------------------------------------------------------------------------- */
@@ -419,27 +420,13 @@ int upstream_retry_after_parse(const char *v, size_t len, uint64_t now_unix_ns, 
 /* -------------------------------------------------------------------------------------------- */
 /* grpc-message and base64 */
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 int upstream_grpc_message_decode(const char *v, size_t len, struct buf *out)
 {
     for (size_t i = 0; i < len; i++) {
         uint8_t c = (uint8_t)v[i];
         if (c == '%' && i + 2 < len) {
-            int hi = hex_value(v[i + 1]);
-            int lo = hex_value(v[i + 2]);
+            int hi = hex_digit_value(v[i + 1]);
+            int lo = hex_digit_value(v[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 c = (uint8_t)(hi << 4 | lo);
                 i += 2;

@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "core/hex.h"
 #include "dlotel.h"
 #include "otlp/otlp_int.h"
 #include "otlp/otlp_pb.h"
@@ -364,20 +365,6 @@ static const char *read_double(const json_t *v, double *out)
     return NULL;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 static int base64_value(char c)
 {
     if (c >= 'A' && c <= 'Z') {
@@ -424,8 +411,8 @@ static int decode_bytes(struct jdec *d, const ProtobufCMessageDescriptor *desc,
             return too_large(d);
         }
         for (size_t i = 0; i < want; i++) {
-            int hi = hex_value(s[2 * i]);
-            int lo = hex_value(s[2 * i + 1]);
+            int hi = hex_digit_value(s[2 * i]);
+            int lo = hex_digit_value(s[2 * i + 1]);
             if (hi < 0 || lo < 0) {
                 return field_error(d, desc, f, "not a hex string");
             }
