@@ -5,6 +5,7 @@
 #include "cli/admin.h"
 
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,42 @@ static int family(struct buf *b, const char *name, const char *type, const char 
 
 static int sample(struct buf *b, const char *name, const struct label *l, size_t n, uint64_t v);
 
+/* One counter of struct processor_stats, by its offset, and the label value it gets. */
+struct proc_counter {
+    const char *label;
+    size_t offset;
+};
+
+/*
+ * One counter family: a sample per signal that has a chain and per counter, labelled
+ * {signal, |label_name|}, or {signal} alone when |label_name| is NULL.
+ */
+static int processor_family(struct buf *b, const struct admin_snapshot *s, const char *name,
+                            const char *help, const char *label_name,
+                            const struct proc_counter *counters, size_t n)
+{
+    int rc = family(b, name, "counter", help);
+    for (int i = 0; i < OTLP_SIGNAL_COUNT && rc == 0; i++) {
+        if (!s->has_processors[i]) {
+            continue;
+        }
+        const unsigned char *ps = (const unsigned char *)&s->processors[i];
+        const char *sig = otlp_signal_name((enum otlp_signal)i);
+        for (size_t k = 0; k < n && rc == 0; k++) {
+            uint64_t v;
+            memcpy(&v, ps + counters[k].offset, sizeof(v));
+            struct label l[] = {{"signal", sig}, {label_name, counters[k].label}};
+            rc = sample(b, name, l, label_name != NULL ? 2 : 1, v);
+        }
+    }
+    return rc;
+}
+
+#define PROC_COUNTER(label, member)                                                                \
+    {                                                                                              \
+        label, offsetof(struct processor_stats, member)                                            \
+    }
+
 /* The processors' counters, per signal with a chain; nothing at all when no chain exists. */
 static int processor_families(struct buf *b, const struct admin_snapshot *s)
 {
@@ -100,56 +137,40 @@ static int processor_families(struct buf *b, const struct admin_snapshot *s)
     if (!any) {
         return 0;
     }
-    int rc = family(b, "dlotel_processor_items_total", "counter",
-                    "Items through the processors: in, out, and dropped by filter or sample.");
-    for (int i = 0; i < OTLP_SIGNAL_COUNT && rc == 0; i++) {
-        if (!s->has_processors[i]) {
-            continue;
-        }
-        const struct processor_stats *ps = &s->processors[i];
-        const char *sig = otlp_signal_name((enum otlp_signal)i);
-        const struct {
-            const char *what;
-            uint64_t v;
-        } rows[] = {{"in", ps->items_in},
-                    {"out", ps->items_out},
-                    {"filtered", ps->filtered_items},
-                    {"sampled_out", ps->sampled_out_items}};
-        for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]) && rc == 0; k++) {
-            struct label l[] = {{"signal", sig}, {"outcome", rows[k].what}};
-            rc = sample(b, "dlotel_processor_items_total", l, 2, rows[k].v);
-        }
+    static const struct proc_counter items[] = {
+        PROC_COUNTER("in", items_in),
+        PROC_COUNTER("out", items_out),
+        PROC_COUNTER("filtered", filtered_items),
+        PROC_COUNTER("sampled_out", sampled_out_items),
+    };
+    static const struct proc_counter values[] = {
+        PROC_COUNTER("truncated", truncated_values),
+        PROC_COUNTER("redacted", redacted_values),
+        PROC_COUNTER("hashed", hashed_values),
+        PROC_COUNTER("dropped_attribute", dropped_attributes),
+    };
+    static const struct proc_counter failed[] = {PROC_COUNTER(NULL, failed_requests)};
+    int rc =
+        processor_family(b, s, "dlotel_processor_items_total",
+                         "Items through the processors: in, out, and dropped by filter or sample.",
+                         "outcome", items, sizeof(items) / sizeof(items[0]));
+    if (rc == 0) {
+        rc = processor_family(b, s, "dlotel_processor_values_total",
+                              "Attribute values changed by the processors: truncated, redacted, "
+                              "hashed, and attributes dropped by limits.",
+                              "action", values, sizeof(values) / sizeof(values[0]));
     }
     if (rc == 0) {
-        rc = family(b, "dlotel_processor_values_total", "counter",
-                    "Attribute values changed by the processors: truncated, redacted, hashed, "
-                    "and attributes dropped by limits.");
-    }
-    for (int i = 0; i < OTLP_SIGNAL_COUNT && rc == 0; i++) {
-        if (!s->has_processors[i]) {
-            continue;
-        }
-        const struct processor_stats *ps = &s->processors[i];
-        const char *sig = otlp_signal_name((enum otlp_signal)i);
-        const struct {
-            const char *what;
-            uint64_t v;
-        } rows[] = {{"truncated", ps->truncated_values},
-                    {"redacted", ps->redacted_values},
-                    {"hashed", ps->hashed_values},
-                    {"dropped_attribute", ps->dropped_attributes}};
-        for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]) && rc == 0; k++) {
-            struct label l[] = {{"signal", sig}, {"action", rows[k].what}};
-            rc = sample(b, "dlotel_processor_values_total", l, 2, rows[k].v);
-        }
+        rc = processor_family(b, s, "dlotel_processor_failed_requests_total",
+                              "Requests the processors could not decode or encode again (refused).",
+                              NULL, failed, 1);
     }
     if (rc == 0) {
         rc = family(b, "dlotel_processor_pending_requests", "gauge",
                     "Requests waiting for or in a processor chain now.");
     }
     if (rc == 0) {
-        rc = sample(b, "dlotel_processor_pending_requests", NULL, 0,
-                    s->totals.processing_requests);
+        rc = sample(b, "dlotel_processor_pending_requests", NULL, 0, s->totals.processing_requests);
     }
     if (rc == 0) {
         rc = family(b, "dlotel_processor_pending_bytes", "gauge",
@@ -157,17 +178,6 @@ static int processor_families(struct buf *b, const struct admin_snapshot *s)
     }
     if (rc == 0) {
         rc = sample(b, "dlotel_processor_pending_bytes", NULL, 0, s->totals.processing_bytes);
-    }
-    if (rc == 0) {
-        rc = family(b, "dlotel_processor_failed_requests_total", "counter",
-                    "Requests the processors could not decode or encode again (refused).");
-    }
-    for (int i = 0; i < OTLP_SIGNAL_COUNT && rc == 0; i++) {
-        if (s->has_processors[i]) {
-            struct label l[] = {{"signal", otlp_signal_name((enum otlp_signal)i)}};
-            rc = sample(b, "dlotel_processor_failed_requests_total", l, 1,
-                        s->processors[i].failed_requests);
-        }
     }
     return rc;
 }
