@@ -191,6 +191,34 @@ static void eq_filter(struct api_job *j, const struct api_params *p, const char 
     }
 }
 
+/* Appends |before|, |value| bound as the next parameter, then |after| (all but |value| SQL). */
+static void bind_in(struct api_sql *q, const char *before, const char *value, const char *after)
+{
+    api_sql_add(q, "%s", before);
+    api_sql_param(q, value, "");
+    api_sql_add(q, "%s", after);
+}
+
+/*
+ * Checks the hex id parameter |name| (at most |digits| digits) and adds
+ * " AND <col> = lower($n)" when it is given. Returns 0, or -1 with the 400 answer set.
+ */
+static int hex_filter(struct api_job *j, const struct api_params *p, const char *name,
+                      size_t digits, const char *col)
+{
+    const char *v = api_params_get(p, name);
+    if (v == NULL) {
+        return 0;
+    }
+    if (!api_is_hex(v, digits)) {
+        api_job_error(j, 400, "invalid parameter %s: up to %zu hex digits", name, digits);
+        return -1;
+    }
+    api_sql_add(&j->sql, " AND %s = ", col);
+    bind_in(&j->sql, "lower(", v, ")");
+    return 0;
+}
+
 static int built(struct api_job *j)
 {
     if (j->sql.err != 0) {
@@ -201,6 +229,35 @@ static int built(struct api_job *j)
         return -1;
     }
     return 0;
+}
+
+/*
+ * The end of every list page: the time window on |time_col|, the cursor and the keyset order on
+ * (|tcol|, |idcol|), one row more than |limit| (to know whether a next page exists).
+ */
+static int page_end(struct api_job *j, const struct api_params *p, enum api_list_kind kind,
+                    uint64_t limit, const char *time_col, const char *tcol, const char *idcol)
+{
+    if (time_window(j, p, time_col) != 0 || cursor_after(j, p, tcol, idcol) != 0) {
+        return -1;
+    }
+    api_sql_add(&j->sql, " ORDER BY %s DESC, %s DESC LIMIT %" PRIu64, tcol, idcol, limit + 1);
+    j->list = kind;
+    j->limit = limit;
+    j->row_cap = limit + 1;
+    return built(j);
+}
+
+/*
+ * The start of a list page of logs or metric points from |table|: every column, the row's time as
+ * the cursor's _ck_t and a hash of |id_cols| (the columns that tell rows apart) as its _ck_id.
+ */
+static void hashed_page(struct api_sql *q, const char *table, const char *id_cols)
+{
+    api_sql_add(q,
+                "SELECT * FROM (SELECT *, timestamp_unix_nano AS _ck_t, lpad(hash(%s)::VARCHAR, "
+                "20, '0') AS _ck_id FROM %s) WHERE true",
+                id_cols, table);
 }
 
 /* ---- builders -------------------------------------------------------------------------------- */
@@ -247,14 +304,10 @@ int api_build_traces(struct api_job *j, const struct api_params *p)
     const char *svc = api_params_get(p, "service_name");
     const char *name = api_params_get(p, "span_name");
     if (svc != NULL) {
-        api_sql_add(q, ", bool_or(service_name = ");
-        api_sql_param(q, svc, "");
-        api_sql_add(q, ") AS m_service");
+        bind_in(q, ", bool_or(service_name = ", svc, ") AS m_service");
     }
     if (name != NULL) {
-        api_sql_add(q, ", bool_or(span_name = ");
-        api_sql_param(q, name, "");
-        api_sql_add(q, ") AS m_span");
+        bind_in(q, ", bool_or(span_name = ", name, ") AS m_span");
     }
     size_t n_attr = 0;
     for (size_t i = 0; i < p->n; i++) {
@@ -302,14 +355,7 @@ int api_build_traces(struct api_job *j, const struct api_params *p)
         api_sql_add(q, " AND (a.t1 - a.t0) / 1000000.0 <= ");
         api_sql_param(q, smax, "::DOUBLE");
     }
-    if (time_window(j, p, "a.t0") != 0 || cursor_after(j, p, "a.t0", "a.trace_id") != 0) {
-        return -1;
-    }
-    api_sql_add(q, " ORDER BY a.t0 DESC, a.trace_id DESC LIMIT %" PRIu64, limit + 1);
-    j->list = API_LIST_TRACES;
-    j->limit = limit;
-    j->row_cap = limit + 1;
-    return built(j);
+    return page_end(j, p, API_LIST_TRACES, limit, "a.t0", "a.t0", "a.trace_id");
 }
 
 int api_build_trace(struct api_job *j, const char *trace_id)
@@ -354,30 +400,13 @@ int api_build_logs(struct api_job *j, const struct api_params *p)
         return -1;
     }
     struct api_sql *q = &j->sql;
-    api_sql_add(q, "SELECT * FROM (SELECT *, timestamp_unix_nano AS _ck_t, "
-                   "lpad(hash(observed_timestamp_unix_nano, trace_id, span_id, body, "
-                   "service_name, severity_number, severity_text, attributes::VARCHAR)"
-                   "::VARCHAR, 20, '0') AS _ck_id FROM logs) WHERE true");
+    hashed_page(q, "logs",
+                "observed_timestamp_unix_nano, trace_id, span_id, body, service_name, "
+                "severity_number, severity_text, attributes::VARCHAR");
     eq_filter(j, p, "service_name", "service_name");
-    const char *tid = api_params_get(p, "trace_id");
-    const char *sid = api_params_get(p, "span_id");
-    if (tid != NULL && !api_is_hex(tid, 32)) {
-        api_job_error(j, 400, "invalid parameter trace_id: up to 32 hex digits");
+    if (hex_filter(j, p, "trace_id", 32, "trace_id") != 0 ||
+        hex_filter(j, p, "span_id", 16, "span_id") != 0) {
         return -1;
-    }
-    if (sid != NULL && !api_is_hex(sid, 16)) {
-        api_job_error(j, 400, "invalid parameter span_id: up to 16 hex digits");
-        return -1;
-    }
-    if (tid != NULL) {
-        api_sql_add(q, " AND trace_id = lower(");
-        api_sql_param(q, tid, "");
-        api_sql_add(q, ")");
-    }
-    if (sid != NULL) {
-        api_sql_add(q, " AND span_id = lower(");
-        api_sql_param(q, sid, "");
-        api_sql_add(q, ")");
     }
     const char *sev = api_params_get(p, "severity");
     if (sev != NULL) {
@@ -397,14 +426,11 @@ int api_build_logs(struct api_job *j, const struct api_params *p)
             if (level != 0) {
                 api_sql_add(q, " AND (severity_number >= ");
                 api_sql_param_i64(q, level, "::INTEGER");
-                api_sql_add(q, " OR (coalesce(severity_number, 0) = 0 AND upper(severity_text) "
-                               "= upper(");
-                api_sql_param(q, sev, "");
-                api_sql_add(q, ")))");
+                bind_in(q,
+                        " OR (coalesce(severity_number, 0) = 0 AND upper(severity_text) = upper(",
+                        sev, ")))");
             } else if (*sev != '\0') {
-                api_sql_add(q, " AND upper(severity_text) = upper(");
-                api_sql_param(q, sev, "");
-                api_sql_add(q, ")");
+                bind_in(q, " AND upper(severity_text) = upper(", sev, ")");
             } else {
                 api_job_error(j, 400, "invalid parameter severity: a level name or number");
                 return -1;
@@ -413,19 +439,9 @@ int api_build_logs(struct api_job *j, const struct api_params *p)
     }
     const char *text = api_params_get(p, "q");
     if (text != NULL) {
-        api_sql_add(q, " AND contains(lower(body), lower(");
-        api_sql_param(q, text, "");
-        api_sql_add(q, "))");
+        bind_in(q, " AND contains(lower(body), lower(", text, "))");
     }
-    if (time_window(j, p, "timestamp_unix_nano") != 0 ||
-        cursor_after(j, p, "_ck_t", "_ck_id") != 0) {
-        return -1;
-    }
-    api_sql_add(q, " ORDER BY _ck_t DESC, _ck_id DESC LIMIT %" PRIu64, limit + 1);
-    j->list = API_LIST_LOGS;
-    j->limit = limit;
-    j->row_cap = limit + 1;
-    return built(j);
+    return page_end(j, p, API_LIST_LOGS, limit, "timestamp_unix_nano", "_ck_t", "_ck_id");
 }
 
 int api_build_metrics(struct api_job *j, const struct api_params *p)
@@ -434,22 +450,12 @@ int api_build_metrics(struct api_job *j, const struct api_params *p)
     if (get_limit(j, p, &limit) != 0) {
         return -1;
     }
-    struct api_sql *q = &j->sql;
-    api_sql_add(q, "SELECT * FROM (SELECT *, timestamp_unix_nano AS _ck_t, "
-                   "lpad(hash(metric_name, metric_type, service_name, start_time_unix_nano, "
-                   "attributes::VARCHAR, value_double, value_int, count, sum)::VARCHAR, 20, "
-                   "'0') AS _ck_id FROM metrics) WHERE true");
+    hashed_page(&j->sql, "metrics",
+                "metric_name, metric_type, service_name, start_time_unix_nano, "
+                "attributes::VARCHAR, value_double, value_int, count, sum");
     eq_filter(j, p, "name", "metric_name");
     eq_filter(j, p, "service_name", "service_name");
-    if (time_window(j, p, "timestamp_unix_nano") != 0 ||
-        cursor_after(j, p, "_ck_t", "_ck_id") != 0) {
-        return -1;
-    }
-    api_sql_add(q, " ORDER BY _ck_t DESC, _ck_id DESC LIMIT %" PRIu64, limit + 1);
-    j->list = API_LIST_METRICS;
-    j->limit = limit;
-    j->row_cap = limit + 1;
-    return built(j);
+    return page_end(j, p, API_LIST_METRICS, limit, "timestamp_unix_nano", "_ck_t", "_ck_id");
 }
 
 int api_build_metric_names(struct api_job *j, const struct api_params *p)
@@ -816,11 +822,12 @@ static json_t *stats_object(struct api_job *j)
     return st;
 }
 
-void api_work_stats(struct api_job *j)
+/* stats_object() as /stats and /flush answer it: with the stream figures, for the caller. */
+static json_t *stats_answer(struct api_job *j)
 {
     json_t *st = stats_object(j);
     if (st == NULL) {
-        return;
+        return NULL;
     }
     json_object_set_new(st, "stream_clients", json_integer((json_int_t)j->stream_clients));
     json_object_set_new(st, "stream_dropped", json_integer((json_int_t)j->stream_dropped));
@@ -828,7 +835,15 @@ void api_work_stats(struct api_job *j)
         /* A user sees the figures of the store but not where it lives. */
         json_object_del(st, "data_dir");
     }
-    answer_json(j, 200, st);
+    return st;
+}
+
+void api_work_stats(struct api_job *j)
+{
+    json_t *st = stats_answer(j);
+    if (st != NULL) {
+        answer_json(j, 200, st);
+    }
 }
 
 void api_work_flush(struct api_job *j)
@@ -840,16 +855,10 @@ void api_work_flush(struct api_job *j)
                       detail[0] != '\0' ? detail : dlotel_strerror(rc));
         return;
     }
-    json_t *st = stats_object(j);
-    if (st == NULL) {
-        return;
+    json_t *st = stats_answer(j);
+    if (st != NULL) {
+        answer_json(j, 200, json_pack("{s:b, s:o}", "success", 1, "stats", st));
     }
-    json_object_set_new(st, "stream_clients", json_integer((json_int_t)j->stream_clients));
-    json_object_set_new(st, "stream_dropped", json_integer((json_int_t)j->stream_dropped));
-    if (!j->who.admin) {
-        json_object_del(st, "data_dir");
-    }
-    answer_json(j, 200, json_pack("{s:b, s:o}", "success", 1, "stats", st));
 }
 
 /* Resident set size from /proc/self/statm; 0 when unknown. */

@@ -60,11 +60,6 @@ static int add_window(struct buf *q, const struct client_args *a)
     return rc;
 }
 
-static int add_opt(struct buf *q, const char *key, const char *value)
-{
-    return value != NULL ? client_query_add(q, key, value) : 0;
-}
-
 /* Prints |t| sized to the terminal. */
 static int print_table(const struct table *t)
 {
@@ -94,6 +89,42 @@ static int nomem(void)
     return EXIT_RUNTIME;
 }
 
+/* One filter of a list command; skipped when |value| is NULL. */
+struct filter {
+    const char *key;
+    const char *value;
+};
+
+/*
+ * GETs |path| with a query string of |filters| (in order), then the shared time and limit
+ * filters, through client_call(). Returns as client_call().
+ */
+static int call_filtered(struct client_http *h, const struct client_args *a, const char *path,
+                         const struct filter *filters, size_t n, json_t **out)
+{
+    struct buf q;
+    buf_init(&q, 64 * 1024);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (filters[i].value != NULL) {
+            rc = client_query_add(&q, filters[i].key, filters[i].value);
+        }
+    }
+    if (rc == 0) {
+        rc = add_window(&q, a);
+    }
+    if (rc == 0) {
+        rc = buf_terminate(&q);
+    }
+    if (rc != 0) {
+        buf_cleanup(&q);
+        return nomem();
+    }
+    rc = client_call(h, "GET", path, (const char *)q.data, NULL, a->json, out);
+    buf_cleanup(&q);
+    return rc;
+}
+
 /*
  * Adds one row made of |n| cells, each from |cells|, and frees them. Returns 0, or EXIT_RUNTIME
  * when a cell is NULL (memory ran out making it) or the row cannot be added.
@@ -118,42 +149,78 @@ static char *ms_dup(double ms)
     return strdup(tmp);
 }
 
+/* The most columns of a table made by table_of_rows(). */
+#define ROW_CELLS_MAX 8
+
+/* Makes the cells of one table row out of |row|: malloc'd, NULL where memory ran out. */
+typedef void row_cells_fn(const json_t *row, char **cells);
+
+/*
+ * Starts |t| (|ncols| columns, at most ROW_CELLS_MAX) and adds a row per element of |data|, its
+ * cells made by |cells|. |t| is to be cleaned up whatever the result. Returns 0 or EXIT_RUNTIME.
+ */
+static int table_of_rows(struct table *t, size_t ncols, const char *const *hdr, const unsigned *fl,
+                         const json_t *data, row_cells_fn *cells)
+{
+    table_init(t, ncols, hdr, fl);
+    size_t i;
+    const json_t *row;
+    json_array_foreach(data, i, row)
+    {
+        char *c[ROW_CELLS_MAX];
+        cells(row, c);
+        int rc = add_owned_row(t, c, ncols);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Prints |t| when |rc| is 0, and cleans it up. Returns |rc|, or the failure to print. */
+static int print_rows(struct table *t, int rc)
+{
+    if (rc == 0) {
+        rc = print_table(t);
+    }
+    table_cleanup(t);
+    return rc;
+}
+
 /* ---- traces ------------------------------------------------------------------------------- */
+
+static void trace_cells(const json_t *row, char **c)
+{
+    c[0] = field(row, "trace_id");
+    c[1] = field(row, "span_name");
+    c[2] = field(row, "service_name");
+    c[3] = field(row, "start_time");
+    c[4] = ms_dup(client_json_number(json_object_get(row, "duration_ms")));
+    c[5] = field(row, "span_count");
+    c[6] = field(row, "error_count");
+}
 
 static int cmd_traces_list(const struct client_args *a, struct client_http *h)
 {
-    struct buf q;
-    buf_init(&q, 64 * 1024);
-    char tmp[64];
-    int rc = add_opt(&q, "service_name", a->service);
-    if (rc == 0) {
-        rc = add_opt(&q, "span_name", a->name);
-    }
-    if (rc == 0 && a->status != NULL) {
+    char status[64], min_ms[64];
+    if (a->status != NULL) {
         size_t i = 0;
-        for (; a->status[i] != '\0' && i + 1 < sizeof(tmp); i++) {
-            tmp[i] = (char)toupper((unsigned char)a->status[i]);
+        for (; a->status[i] != '\0' && i + 1 < sizeof(status); i++) {
+            status[i] = (char)toupper((unsigned char)a->status[i]);
         }
-        tmp[i] = '\0';
-        rc = client_query_add(&q, "status", tmp);
+        status[i] = '\0';
     }
-    if (rc == 0 && a->has_min_duration) {
-        ms_param(tmp, sizeof(tmp), a->min_duration_ns);
-        rc = client_query_add(&q, "min_duration_ms", tmp);
+    if (a->has_min_duration) {
+        ms_param(min_ms, sizeof(min_ms), a->min_duration_ns);
     }
-    if (rc == 0) {
-        rc = add_window(&q, a);
-    }
-    if (rc == 0) {
-        rc = buf_terminate(&q);
-    }
-    if (rc != 0) {
-        buf_cleanup(&q);
-        return nomem();
-    }
+    const struct filter f[] = {
+        {"service_name", a->service},
+        {"span_name", a->name},
+        {"status", a->status != NULL ? status : NULL},
+        {"min_duration_ms", a->has_min_duration ? min_ms : NULL},
+    };
     json_t *j = NULL;
-    rc = client_call(h, "GET", "/traces/", (const char *)q.data, NULL, a->json, &j);
-    buf_cleanup(&q);
+    int rc = call_filtered(h, a, "/traces/", f, sizeof(f) / sizeof(f[0]), &j);
     if (rc != 0 || j == NULL) {
         return rc;
     }
@@ -162,30 +229,11 @@ static int cmd_traces_list(const struct client_args *a, struct client_http *h)
     static const unsigned fl[] = {0,           TABLE_FLEX,  TABLE_FLEX, 0,
                                   TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT};
     struct table t;
-    table_init(&t, 7, hdr, fl);
     json_t *data = json_object_get(j, "data");
-    size_t i;
-    json_t *row;
-    json_array_foreach(data, i, row)
-    {
-        char *c[7] = {field(row, "trace_id"),
-                      field(row, "span_name"),
-                      field(row, "service_name"),
-                      field(row, "start_time"),
-                      ms_dup(client_json_number(json_object_get(row, "duration_ms"))),
-                      field(row, "span_count"),
-                      field(row, "error_count")};
-        if ((rc = add_owned_row(&t, c, 7)) != 0) {
-            break;
-        }
-    }
-    if (rc == 0) {
-        rc = print_table(&t);
-    }
+    rc = print_rows(&t, table_of_rows(&t, 7, hdr, fl, data, trace_cells));
     if (rc == 0 && json_array_size(data) == 0) {
         fprintf(stderr, "dlotel: no trace matches\n");
     }
-    table_cleanup(&t);
     json_decref(j);
     return rc;
 }
@@ -369,65 +417,63 @@ static int cmd_trace_one(const struct client_args *a, struct client_http *h)
 
 /* ---- logs --------------------------------------------------------------------------------- */
 
+static void log_cells(const json_t *row, char **c)
+{
+    const char *sev = json_string_value(json_object_get(row, "severity_text"));
+    c[0] = field(row, "timestamp");
+    c[1] = sev != NULL && sev[0] != '\0' ? strdup(sev) : field(row, "severity_number");
+    c[2] = field(row, "service_name");
+    c[3] = field(row, "body");
+}
+
 static int cmd_logs(const struct client_args *a, struct client_http *h)
 {
-    struct buf q;
-    buf_init(&q, 64 * 1024);
-    int rc = add_opt(&q, "service_name", a->service);
-    if (rc == 0) {
-        rc = add_opt(&q, "severity", a->severity);
-    }
-    if (rc == 0) {
-        rc = add_opt(&q, "trace_id", a->trace_id);
-    }
-    if (rc == 0) {
-        rc = add_opt(&q, "q", a->text);
-    }
-    if (rc == 0) {
-        rc = add_window(&q, a);
-    }
-    if (rc == 0) {
-        rc = buf_terminate(&q);
-    }
-    if (rc != 0) {
-        buf_cleanup(&q);
-        return nomem();
-    }
+    const struct filter f[] = {
+        {"service_name", a->service},
+        {"severity", a->severity},
+        {"trace_id", a->trace_id},
+        {"q", a->text},
+    };
     json_t *j = NULL;
-    rc = client_call(h, "GET", "/logs/", (const char *)q.data, NULL, a->json, &j);
-    buf_cleanup(&q);
+    int rc = call_filtered(h, a, "/logs/", f, sizeof(f) / sizeof(f[0]), &j);
     if (rc != 0 || j == NULL) {
         return rc;
     }
     static const char *const hdr[] = {"TIME", "SEVERITY", "SERVICE", "BODY"};
     static const unsigned fl[] = {0, 0, TABLE_FLEX, TABLE_FLEX};
     struct table t;
-    table_init(&t, 4, hdr, fl);
     json_t *data = json_object_get(j, "data");
-    size_t i;
-    json_t *row;
-    json_array_foreach(data, i, row)
-    {
-        const char *sev = json_string_value(json_object_get(row, "severity_text"));
-        char *c[4] = {field(row, "timestamp"),
-                      sev != NULL && sev[0] != '\0' ? strdup(sev) : field(row, "severity_number"),
-                      field(row, "service_name"), field(row, "body")};
-        if ((rc = add_owned_row(&t, c, 4)) != 0) {
-            break;
-        }
-    }
-    if (rc == 0) {
-        rc = print_table(&t);
-    }
+    rc = print_rows(&t, table_of_rows(&t, 4, hdr, fl, data, log_cells));
     if (rc == 0 && json_array_size(data) == 0) {
         fprintf(stderr, "dlotel: no log record matches\n");
     }
-    table_cleanup(&t);
     json_decref(j);
     return rc;
 }
 
 /* ---- metrics ------------------------------------------------------------------------------ */
+
+static void name_cells(const json_t *row, char **c)
+{
+    c[0] = field(row, "metric_name");
+    c[1] = field(row, "metric_type");
+    c[2] = field(row, "metric_unit");
+    c[3] = field(row, "count");
+}
+
+static void series_cells(const json_t *row, char **c)
+{
+    c[0] = field(row, "time");
+    c[1] = field(row, "value");
+}
+
+static void point_cells(const json_t *row, char **c)
+{
+    c[0] = field(row, "timestamp");
+    c[1] = field(row, "service_name");
+    c[2] = field(row, "value");
+    c[3] = field(row, "attributes");
+}
 
 static int cmd_metric_names(const struct client_args *a, struct client_http *h)
 {
@@ -439,21 +485,7 @@ static int cmd_metric_names(const struct client_args *a, struct client_http *h)
     static const char *const hdr[] = {"NAME", "TYPE", "UNIT", "POINTS"};
     static const unsigned fl[] = {TABLE_FLEX, 0, 0, TABLE_RIGHT};
     struct table t;
-    table_init(&t, 4, hdr, fl);
-    size_t i;
-    json_t *row;
-    json_array_foreach(json_object_get(j, "data"), i, row)
-    {
-        char *c[4] = {field(row, "metric_name"), field(row, "metric_type"),
-                      field(row, "metric_unit"), field(row, "count")};
-        if ((rc = add_owned_row(&t, c, 4)) != 0) {
-            break;
-        }
-    }
-    if (rc == 0) {
-        rc = print_table(&t);
-    }
-    table_cleanup(&t);
+    rc = print_rows(&t, table_of_rows(&t, 4, hdr, fl, json_object_get(j, "data"), name_cells));
     json_decref(j);
     return rc;
 }
@@ -461,32 +493,15 @@ static int cmd_metric_names(const struct client_args *a, struct client_http *h)
 static int cmd_metric(const struct client_args *a, struct client_http *h)
 {
     bool series = a->step != NULL || a->agg != NULL;
-    struct buf q;
-    buf_init(&q, 64 * 1024);
-    int rc = client_query_add(&q, "name", a->arg);
-    if (rc == 0) {
-        rc = add_opt(&q, "service_name", a->service);
-    }
-    if (rc == 0) {
-        rc = add_opt(&q, "step", a->step);
-    }
-    if (rc == 0) {
-        rc = add_opt(&q, "agg", a->agg);
-    }
-    if (rc == 0) {
-        rc = add_window(&q, a);
-    }
-    if (rc == 0) {
-        rc = buf_terminate(&q);
-    }
-    if (rc != 0) {
-        buf_cleanup(&q);
-        return nomem();
-    }
+    const struct filter f[] = {
+        {"name", a->arg},
+        {"service_name", a->service},
+        {"step", a->step},
+        {"agg", a->agg},
+    };
     json_t *j = NULL;
-    rc = client_call(h, "GET", series ? "/metrics/query" : "/metrics/", (const char *)q.data, NULL,
-                     a->json, &j);
-    buf_cleanup(&q);
+    int rc = call_filtered(h, a, series ? "/metrics/query" : "/metrics/", f,
+                           sizeof(f) / sizeof(f[0]), &j);
     if (rc != 0 || j == NULL) {
         return rc;
     }
@@ -495,36 +510,18 @@ static int cmd_metric(const struct client_args *a, struct client_http *h)
     static const char *const phdr[] = {"TIME", "SERVICE", "VALUE", "ATTRIBUTES"};
     static const unsigned pfl[] = {0, TABLE_FLEX, TABLE_RIGHT, TABLE_FLEX};
     struct table t;
-    table_init(&t, series ? 2 : 4, series ? shdr : phdr, series ? sfl : pfl);
     json_t *data = json_object_get(j, "data");
-    size_t i;
-    json_t *row;
-    json_array_foreach(data, i, row)
-    {
-        if (series) {
-            char *c[2] = {field(row, "time"), field(row, "value")};
-            rc = add_owned_row(&t, c, 2);
-        } else {
-            char *c[4] = {field(row, "timestamp"), field(row, "service_name"), field(row, "value"),
-                          field(row, "attributes")};
-            rc = add_owned_row(&t, c, 4);
-        }
-        if (rc != 0) {
-            break;
-        }
-    }
+    rc = series ? table_of_rows(&t, 2, shdr, sfl, data, series_cells)
+                : table_of_rows(&t, 4, phdr, pfl, data, point_cells);
     if (rc == 0 && series) {
         const char *agg = json_string_value(json_object_get(j, "agg"));
         printf("%s: %s per %" JSON_INTEGER_FORMAT "s\n", a->arg, agg != NULL ? agg : "avg",
                json_integer_value(json_object_get(j, "step_seconds")));
     }
-    if (rc == 0) {
-        rc = print_table(&t);
-    }
+    rc = print_rows(&t, rc);
     if (rc == 0 && json_array_size(data) == 0) {
         fprintf(stderr, "dlotel: no point of metric '%s' matches\n", a->arg);
     }
-    table_cleanup(&t);
     json_decref(j);
     return rc;
 }
@@ -691,10 +688,7 @@ static int print_stats(const json_t *st)
             break;
         }
     }
-    if (rc == 0) {
-        rc = print_table(&t);
-    }
-    table_cleanup(&t);
+    rc = print_rows(&t, rc);
     const char *dir = json_string_value(json_object_get(st, "data_dir"));
     if (rc == 0 && dir != NULL) {
         printf("data dir: %s\n", dir);

@@ -110,16 +110,65 @@ static void common_init(struct common *c, const struct smoke *s)
     c->scope.version = DLOTEL_VERSION;
 }
 
-/* Packs |m| into |out|. Returns 0 or DLOTEL_ERR_NOMEM. */
-static int pack(const ProtobufCMessage *m, struct buf *out)
+/* Appends the tag of length-delimited field |field| (below 16) and the length |n|. */
+static int put_len_field(struct buf *out, unsigned field, size_t n)
 {
-    size_t n = protobuf_c_message_get_packed_size(m);
-    int rc = buf_reserve(out, n);
-    if (rc != 0) {
-        return rc;
+    uint8_t b[11];
+    size_t k = 0;
+    b[k++] = (uint8_t)(field << 3 | 2);
+    uint64_t v = n;
+    while (v >= 0x80) {
+        b[k++] = (uint8_t)(v | 0x80);
+        v >>= 7;
     }
-    out->len = protobuf_c_message_pack(m, out->data);
-    return 0;
+    b[k++] = (uint8_t)v;
+    return buf_append(out, b, k);
+}
+
+static size_t framed_size(size_t n)
+{
+    size_t k = 2; /* The tag and the last byte of the length. */
+    for (uint64_t v = n; v >= 0x80; v >>= 7) {
+        k++;
+    }
+    return k + n;
+}
+
+/* Appends |m| packed, |n| bytes. Returns 0 or a buf error. */
+static int put_message(struct buf *out, const ProtobufCMessage *m, size_t n)
+{
+    int rc = buf_reserve(out, n);
+    if (rc == 0) {
+        out->len += protobuf_c_message_pack(m, out->data + out->len);
+    }
+    return rc;
+}
+
+/*
+ * Packs the request of one signal holding |scope| (a ScopeSpans, ScopeLogs or ScopeMetrics) under
+ * |c|'s resource into |out|. The three requests nest alike with the same field numbers (request:
+ * 1 resources; Resource{Spans,Logs,Metrics}: 1 resource, 2 scopes), only their C types differ,
+ * so the two outer levels are framed here once, byte for byte as protobuf-c would write them.
+ * Returns 0 or a buf error.
+ */
+static int pack_request(const struct common *c, const ProtobufCMessage *scope, struct buf *out)
+{
+    size_t nres = protobuf_c_message_get_packed_size(&c->resource.base);
+    size_t nscope = protobuf_c_message_get_packed_size(scope);
+    int rc = put_len_field(out, 1, framed_size(nres) + framed_size(nscope));
+    if (rc == 0) {
+        rc = put_len_field(out, 1, nres);
+    }
+    if (rc == 0) {
+        rc = put_message(out, &c->resource.base, nres);
+    }
+    if (rc == 0) {
+        rc = put_len_field(out, 2, nscope);
+    }
+    if (rc == 0) {
+        rc = put_message(out, scope, nscope);
+    }
+    return rc;
 }
 
 static int encode_traces(const struct smoke *s, struct buf *out)
@@ -152,18 +201,7 @@ static int encode_traces(const struct smoke *s, struct buf *out)
     ss.scope = &c.scope;
     ss.n_spans = 2;
     ss.spans = spans;
-    Opentelemetry__Proto__Trace__V1__ScopeSpans *sss[1] = {&ss};
-    Opentelemetry__Proto__Trace__V1__ResourceSpans rs;
-    opentelemetry__proto__trace__v1__resource_spans__init(&rs);
-    rs.resource = &c.resource;
-    rs.n_scope_spans = 1;
-    rs.scope_spans = sss;
-    Opentelemetry__Proto__Trace__V1__ResourceSpans *rss[1] = {&rs};
-    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest req;
-    opentelemetry__proto__collector__trace__v1__export_trace_service_request__init(&req);
-    req.n_resource_spans = 1;
-    req.resource_spans = rss;
-    return pack(&req.base, out);
+    return pack_request(&c, &ss.base, out);
 }
 
 static int encode_logs(const struct smoke *s, struct buf *out)
@@ -189,18 +227,7 @@ static int encode_logs(const struct smoke *s, struct buf *out)
     sl.scope = &c.scope;
     sl.n_log_records = 1;
     sl.log_records = lrs;
-    Opentelemetry__Proto__Logs__V1__ScopeLogs *sls[1] = {&sl};
-    Opentelemetry__Proto__Logs__V1__ResourceLogs rl;
-    opentelemetry__proto__logs__v1__resource_logs__init(&rl);
-    rl.resource = &c.resource;
-    rl.n_scope_logs = 1;
-    rl.scope_logs = sls;
-    Opentelemetry__Proto__Logs__V1__ResourceLogs *rls[1] = {&rl};
-    Opentelemetry__Proto__Collector__Logs__V1__ExportLogsServiceRequest req;
-    opentelemetry__proto__collector__logs__v1__export_logs_service_request__init(&req);
-    req.n_resource_logs = 1;
-    req.resource_logs = rls;
-    return pack(&req.base, out);
+    return pack_request(&c, &sl.base, out);
 }
 
 static int encode_metrics(const struct smoke *s, struct buf *out)
@@ -230,18 +257,7 @@ static int encode_metrics(const struct smoke *s, struct buf *out)
     sm.scope = &c.scope;
     sm.n_metrics = 1;
     sm.metrics = ms;
-    Opentelemetry__Proto__Metrics__V1__ScopeMetrics *sms[1] = {&sm};
-    Opentelemetry__Proto__Metrics__V1__ResourceMetrics rm;
-    opentelemetry__proto__metrics__v1__resource_metrics__init(&rm);
-    rm.resource = &c.resource;
-    rm.n_scope_metrics = 1;
-    rm.scope_metrics = sms;
-    Opentelemetry__Proto__Metrics__V1__ResourceMetrics *rms[1] = {&rm};
-    Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest req;
-    opentelemetry__proto__collector__metrics__v1__export_metrics_service_request__init(&req);
-    req.n_resource_metrics = 1;
-    req.resource_metrics = rms;
-    return pack(&req.base, out);
+    return pack_request(&c, &sm.base, out);
 }
 
 /* ---- the checks --------------------------------------------------------------------------- */

@@ -270,24 +270,29 @@ static void test_cells(void **state)
 {
     (void)state;
     char b[32];
-    client_fmt_bytes(b, sizeof(b), 0);
-    assert_string_equal(b, "0 B");
-    client_fmt_bytes(b, sizeof(b), 1023);
-    assert_string_equal(b, "1023 B");
-    client_fmt_bytes(b, sizeof(b), 1024);
-    assert_string_equal(b, "1.0 KiB");
-    client_fmt_bytes(b, sizeof(b), 1536);
-    assert_string_equal(b, "1.5 KiB");
-    client_fmt_bytes(b, sizeof(b), 12u << 20);
-    assert_string_equal(b, "12.0 MiB");
-    client_fmt_ms(b, sizeof(b), 0.4213);
-    assert_string_equal(b, "0.42ms");
-    client_fmt_ms(b, sizeof(b), 999.994);
-    assert_string_equal(b, "999.99ms");
-    client_fmt_ms(b, sizeof(b), 1000);
-    assert_string_equal(b, "1.00s");
-    client_fmt_ms(b, sizeof(b), 150000);
-    assert_string_equal(b, "2.5m");
+    static const struct {
+        uint64_t bytes;
+        const char *want;
+    } sizes[] = {
+        {0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {12u << 20, "12.0 MiB"},
+    };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        client_fmt_bytes(b, sizeof(b), sizes[i].bytes);
+        assert_string_equal(b, sizes[i].want);
+    }
+    static const struct {
+        double ms;
+        const char *want;
+    } durations[] = {
+        {0.4213, "0.42ms"},
+        {999.994, "999.99ms"},
+        {1000, "1.00s"},
+        {150000, "2.5m"},
+    };
+    for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++) {
+        client_fmt_ms(b, sizeof(b), durations[i].ms);
+        assert_string_equal(b, durations[i].want);
+    }
 
     json_t *j = json_loads("{\"s\":\"x\",\"i\":12345678901234,\"r\":0.1,\"n\":null,\"t\":true,"
                            "\"m\":{\"k\":\"v\"},\"ns\":\"2.5\"}",
