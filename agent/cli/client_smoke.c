@@ -25,6 +25,7 @@
 #include "cli/client.h"
 #include "core/timeutil.h"
 #include "dlotel.h"
+#include "otlp/otlp.h"
 #include "otlp/otlp_pb.h"
 
 #define SMOKE_METRIC   "dlotel.smoke.value"
@@ -113,25 +114,14 @@ static void common_init(struct common *c, const struct smoke *s)
 /* Appends the tag of length-delimited field |field| (below 16) and the length |n|. */
 static int put_len_field(struct buf *out, unsigned field, size_t n)
 {
-    uint8_t b[11];
-    size_t k = 0;
-    b[k++] = (uint8_t)(field << 3 | 2);
-    uint64_t v = n;
-    while (v >= 0x80) {
-        b[k++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    b[k++] = (uint8_t)v;
-    return buf_append(out, b, k);
+    int rc = otlp_put_varint(out, (uint64_t)field << 3 | 2);
+    return rc == 0 ? otlp_put_varint(out, n) : rc;
 }
 
+/* The bytes of a length-delimited field (below 16) holding |n| bytes. */
 static size_t framed_size(size_t n)
 {
-    size_t k = 2; /* The tag and the last byte of the length. */
-    for (uint64_t v = n; v >= 0x80; v >>= 7) {
-        k++;
-    }
-    return k + n;
+    return 1 + otlp_varint_size(n) + n;
 }
 
 /* Appends |m| packed, |n| bytes. Returns 0 or a buf error. */

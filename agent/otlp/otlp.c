@@ -102,8 +102,7 @@ int otlp_json_put_string(struct buf *b, const char *str, size_t n)
     return rc;
 }
 
-/* Appends a protobuf varint. */
-static int put_varint(struct buf *b, uint64_t v)
+int otlp_put_varint(struct buf *b, uint64_t v)
 {
     uint8_t tmp[10];
     size_t n = 0;
@@ -115,7 +114,7 @@ static int put_varint(struct buf *b, uint64_t v)
     return buf_append(b, tmp, n);
 }
 
-static size_t varint_size(uint64_t v)
+size_t otlp_varint_size(uint64_t v)
 {
     size_t n = 1;
     while (v >= 0x80) {
@@ -133,9 +132,9 @@ static size_t varint_size(uint64_t v)
 static int put_string_field(struct buf *b, uint32_t number, const char *str, size_t n)
 {
     const uint8_t *s = (const uint8_t *)str;
-    int rc = put_varint(b, (uint64_t)number << 3 | 2);
+    int rc = otlp_put_varint(b, (uint64_t)number << 3 | 2);
     if (rc == 0) {
-        rc = put_varint(b, n);
+        rc = otlp_put_varint(b, n);
     }
     size_t run = 0;
     size_t i = 0;
@@ -207,19 +206,19 @@ int otlp_response_encode(enum otlp_signal s, uint64_t rejected, const char *mess
         /* partial_success (1) { rejected (1): varint, error_message (2): string }. */
         size_t inner = 0;
         if (rejected != 0) {
-            inner += 1 + varint_size(rejected);
+            inner += 1 + otlp_varint_size(rejected);
         }
         if (mlen != 0) {
-            inner += 1 + varint_size(mlen) + mlen;
+            inner += 1 + otlp_varint_size(mlen) + mlen;
         }
         rc = buf_putc(out, 1 << 3 | 2);
         if (rc == 0) {
-            rc = put_varint(out, inner);
+            rc = otlp_put_varint(out, inner);
         }
         if (rc == 0 && rejected != 0) {
             rc = buf_putc(out, 1 << 3 | 0);
             if (rc == 0) {
-                rc = put_varint(out, rejected);
+                rc = otlp_put_varint(out, rejected);
             }
         }
         if (rc == 0 && mlen != 0) {
@@ -254,7 +253,7 @@ int otlp_status_encode(int32_t code, const char *message, bool json, struct buf 
             /* int32 on the wire: negative values are sign-extended to 10 bytes. */
             rc = buf_putc(out, 1 << 3 | 0);
             if (rc == 0) {
-                rc = put_varint(out, (uint64_t)(int64_t)code);
+                rc = otlp_put_varint(out, (uint64_t)(int64_t)code);
             }
         }
         if (rc == 0 && mlen != 0) {

@@ -99,4 +99,10 @@ int otlp_status_encode(int32_t code, const char *message, bool json, struct buf 
  */
 int otlp_json_put_string(struct buf *b, const char *s, size_t n);
 
+/* Appends |v| as a protobuf varint (1 to 10 bytes). Returns 0 or a buf error. */
+int otlp_put_varint(struct buf *b, uint64_t v);
+
+/* The bytes otlp_put_varint() writes for |v|. */
+size_t otlp_varint_size(uint64_t v);
+
 #endif

@@ -102,20 +102,10 @@ void split_out_cleanup(struct split_out *o)
     split_out_init(o, max);
 }
 
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 /* A container of |x| content bytes with a one-byte tag and its length prefix. */
 static size_t framed(size_t x)
 {
-    return 1 + varint_len(x) + x;
+    return 1 + otlp_varint_size(x) + x;
 }
 
 /* Reads a varint of at most 10 bytes from src[*pos, end). Returns false when truncated. */
