@@ -8,7 +8,8 @@ find_library(WSLAY_LIBRARY wslay REQUIRED)
 pkg_check_modules(LIBCRYPTO REQUIRED IMPORTED_TARGET libcrypto)
 
 add_library(dlotel_api_stream STATIC api_stream.c api_ws.c api_rows.c)
-target_link_libraries(dlotel_api_stream PUBLIC dlotel_net dlotel_otlp dlotel_core
+# dlotel_sink_values: the sink's rows without DuckDB (agent/sink/sink_values.h).
+target_link_libraries(dlotel_api_stream PUBLIC dlotel_sink_values dlotel_net dlotel_otlp dlotel_core
   PkgConfig::LIBUV PkgConfig::JANSSON ${WSLAY_LIBRARY} PkgConfig::LIBCRYPTO)
 target_include_directories(dlotel_api_stream PUBLIC ${WSLAY_INCLUDE_DIR})
 

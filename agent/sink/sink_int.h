@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "otlp/otlp_pb.h"
 #include "sink/sink_module.h"
+#include "sink/sink_values.h"
 
 /* ---- schema (sink_schema.c) --------------------------------------------------------------- */
 
@@ -173,37 +174,7 @@ int sink_schema_create(duckdb_connection conn, char *err, size_t errlen);
 int sink_schema_view_sql(struct buf *b, const struct sink_table_def *t, const char *const *files,
                          size_t n);
 
-/* ---- JSON and value text (sink_json.c) ----------------------------------------------------- */
-
-typedef Opentelemetry__Proto__Common__V1__AnyValue sink_anyvalue;
-typedef Opentelemetry__Proto__Common__V1__KeyValue sink_keyvalue;
-
-/* Appends |s| (|n| bytes) as a JSON string, quotes included. */
-int sink_json_str(struct buf *b, const char *s, size_t n);
-/* Appends a finite double as a JSON number, a NaN or an infinity as null. */
-int sink_json_double(struct buf *b, double d);
-/* Appends the shortest text that reads back as |d| ("0.1", "1e+300", "NaN", "Infinity"). */
-int sink_double_text(struct buf *b, double d);
-/* Appends an AnyValue as JSON (bytes as base64 strings, an empty value as null). */
-int sink_json_anyvalue(struct buf *b, const sink_anyvalue *v);
-/* Appends attributes as one JSON object (the first of duplicate keys wins). */
-int sink_json_attributes(struct buf *b, sink_keyvalue *const *kv, size_t n);
-/*
- * Appends the text a MAP(VARCHAR, VARCHAR) value holds for |v|: strings as they are, numbers and
- * booleans as their text, bytes as base64, arrays and maps as JSON. Returns 1 (nothing appended)
- * for an empty value, which is stored as NULL; otherwise 0 or a buf error.
- */
-int sink_value_text(struct buf *b, const sink_anyvalue *v);
-/* Appends |n| bytes as lowercase hex. */
-int sink_hex(struct buf *b, const uint8_t *p, size_t n);
-/* Writes |n| (<= 16) bytes as lowercase hex to |out| (2n + 1 bytes, NUL-terminated). */
-void sink_hex_id(char *out, const uint8_t *p, size_t n);
-
-/*
- * Copies DuckDB to_json() text into |b|, replacing the bare tokens NaN, Infinity and -Infinity
- * (which DuckDB writes for non-finite doubles but JSON does not allow) with null.
- */
-int sink_json_sanitize(struct buf *b, const char *s, size_t n);
+/* ---- JSON, value text and the rows' values: sink_values.h (no DuckDB, shared with the stream) */
 
 /* ---- row writers (sink_rows.c) ------------------------------------------------------------- */
 

@@ -1,6 +1,7 @@
 /*
  * Text forms of OTLP values for the sink's columns: JSON for events, links, exemplars and
- * non-string log bodies; plain text for the values of the attribute maps; hex for ids.
+ * non-string log bodies; plain text for the values of the attribute maps; hex for ids. Part of
+ * dlotel_sink_values (sink_values.h): no DuckDB here, the live stream renders with it too.
  *
  * Strings from a decoded request are valid UTF-8 (otlp_scan checks every string field), so JSON
  * escaping only needs the characters JSON forbids raw: the quote, the backslash and controls.
@@ -13,7 +14,7 @@
 
 #include "dlotel.h"
 #include "otlp/otlp.h"
-#include "sink/sink_int.h"
+#include "sink/sink_values.h"
 
 static const char hexdigits[] = "0123456789abcdef";
 
@@ -94,18 +95,18 @@ void sink_hex_id(char *out, const uint8_t *p, size_t n)
  * quadratic scan is cheaper than hashing; a hostile request with thousands of keys is bounded
  * by the request size limit and pays for itself.
  */
-static int seen_before(sink_keyvalue *const *kv, size_t i)
+static bool seen_before(sink_keyvalue *const *kv, size_t i)
 {
     const char *k = kv[i]->key;
     for (size_t j = 0; j < i; j++) {
-        if (strcmp(kv[j]->key, k) == 0) {
-            return 1;
+        if (kv[j] != NULL && kv[j]->key != NULL && strcmp(kv[j]->key, k) == 0) {
+            return true;
         }
     }
-    return 0;
+    return false;
 }
 
-int sink_json_attributes(struct buf *b, sink_keyvalue *const *kv, size_t n)
+int sink_json_attributes(struct buf *b, sink_keyvalue *const *kv, size_t n, sink_double_fn dbl)
 {
     int rc = buf_putc(b, '{');
     bool first = true;
@@ -124,13 +125,13 @@ int sink_json_attributes(struct buf *b, sink_keyvalue *const *kv, size_t n)
             rc = buf_putc(b, ':');
         }
         if (rc == 0) {
-            rc = sink_json_anyvalue(b, kv[i]->value);
+            rc = sink_json_anyvalue(b, kv[i]->value, dbl);
         }
     }
     return rc == 0 ? buf_putc(b, '}') : rc;
 }
 
-int sink_json_anyvalue(struct buf *b, const sink_anyvalue *v)
+int sink_json_anyvalue(struct buf *b, const sink_anyvalue *v, sink_double_fn dbl)
 {
     if (v == NULL) {
         return buf_append(b, "null", 4);
@@ -143,7 +144,7 @@ int sink_json_anyvalue(struct buf *b, const sink_anyvalue *v)
     case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
         return buf_printf(b, "%" PRId64, v->int_value);
     case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
-        return sink_json_double(b, v->double_value);
+        return dbl(b, v->double_value);
     case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE: {
         int rc = buf_putc(b, '"');
         if (rc == 0) {
@@ -160,7 +161,7 @@ int sink_json_anyvalue(struct buf *b, const sink_anyvalue *v)
                 rc = buf_putc(b, ',');
             }
             if (rc == 0) {
-                rc = sink_json_anyvalue(b, a->values[i]);
+                rc = sink_json_anyvalue(b, a->values[i], dbl);
             }
         }
         return rc == 0 ? buf_putc(b, ']') : rc;
@@ -170,14 +171,14 @@ int sink_json_anyvalue(struct buf *b, const sink_anyvalue *v)
         if (l == NULL) {
             return buf_append(b, "{}", 2);
         }
-        return sink_json_attributes(b, l->values, l->n_values);
+        return sink_json_attributes(b, l->values, l->n_values, dbl);
     }
     default:
         return buf_append(b, "null", 4);
     }
 }
 
-int sink_value_text(struct buf *b, const sink_anyvalue *v)
+int sink_value_text(struct buf *b, const sink_anyvalue *v, sink_double_fn dbl)
 {
     if (v == NULL) {
         return 1;
@@ -195,10 +196,133 @@ int sink_value_text(struct buf *b, const sink_anyvalue *v)
         return base64(b, v->bytes_value.data, v->bytes_value.len);
     case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE:
     case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE:
-        return sink_json_anyvalue(b, v);
+        return sink_json_anyvalue(b, v, dbl);
     default:
         return 1;
     }
+}
+
+/* An id inside a JSON column: null when empty, else hex (whatever its length). */
+static int id_json(struct buf *b, const ProtobufCBinaryData *id)
+{
+    if (id->len == 0) {
+        return buf_append(b, "null", 4);
+    }
+    int rc = buf_putc(b, '"');
+    if (rc == 0) {
+        rc = sink_hex(b, id->data, id->len);
+    }
+    return rc == 0 ? buf_putc(b, '"') : rc;
+}
+
+int sink_json_events(struct buf *b, const sink_span *sp, sink_double_fn dbl)
+{
+    int rc = buf_putc(b, '[');
+    for (size_t i = 0; rc == 0 && i < sp->n_events; i++) {
+        const Opentelemetry__Proto__Trace__V1__Span__Event *ev = sp->events[i];
+        if (ev == NULL) {
+            continue;
+        }
+        rc = buf_printf(b, "%s{\"name\":", i > 0 ? "," : "");
+        if (rc == 0) {
+            rc = sink_json_str(b, ev->name, strlen(ev->name));
+        }
+        if (rc == 0) {
+            rc = buf_printf(b, ",\"time_unix_nano\":%" PRId64 ",\"attributes\":",
+                            sink_clamp_u64(ev->time_unix_nano));
+        }
+        if (rc == 0) {
+            rc = sink_json_attributes(b, ev->attributes, ev->n_attributes, dbl);
+        }
+        if (rc == 0) {
+            rc = buf_printf(b, ",\"dropped_attributes_count\":%" PRIu32 "}",
+                            ev->dropped_attributes_count);
+        }
+    }
+    return rc == 0 ? buf_putc(b, ']') : rc;
+}
+
+int sink_json_links(struct buf *b, const sink_span *sp, sink_double_fn dbl)
+{
+    int rc = buf_putc(b, '[');
+    for (size_t i = 0; rc == 0 && i < sp->n_links; i++) {
+        const Opentelemetry__Proto__Trace__V1__Span__Link *l = sp->links[i];
+        if (l == NULL) {
+            continue;
+        }
+        rc = buf_printf(b, "%s{\"trace_id\":", i > 0 ? "," : "");
+        if (rc == 0) {
+            rc = id_json(b, &l->trace_id);
+        }
+        if (rc == 0) {
+            rc = buf_append(b, ",\"span_id\":", 11);
+        }
+        if (rc == 0) {
+            rc = id_json(b, &l->span_id);
+        }
+        if (rc == 0) {
+            rc = buf_append(b, ",\"trace_state\":", 15);
+        }
+        if (rc == 0) {
+            rc = sink_json_str(b, l->trace_state, strlen(l->trace_state));
+        }
+        if (rc == 0) {
+            rc = buf_append(b, ",\"attributes\":", 14);
+        }
+        if (rc == 0) {
+            rc = sink_json_attributes(b, l->attributes, l->n_attributes, dbl);
+        }
+        if (rc == 0) {
+            rc = buf_printf(b, ",\"dropped_attributes_count\":%" PRIu32 ",\"flags\":%" PRIu32 "}",
+                            l->dropped_attributes_count, l->flags);
+        }
+    }
+    return rc == 0 ? buf_putc(b, ']') : rc;
+}
+
+int sink_json_exemplars(struct buf *b, sink_exemplar *const *ex, size_t n, sink_double_fn dbl)
+{
+    int rc = buf_putc(b, '[');
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const sink_exemplar *x = ex[i];
+        if (x == NULL) {
+            continue;
+        }
+        rc = buf_printf(b, "%s{\"time_unix_nano\":%" PRId64 ",\"value\":", i > 0 ? "," : "",
+                        sink_clamp_u64(x->time_unix_nano));
+        if (rc == 0) {
+            if (x->value_case == OPENTELEMETRY__PROTO__METRICS__V1__EXEMPLAR__VALUE_AS_INT) {
+                rc = buf_printf(b, "%" PRId64, x->as_int);
+            } else if (x->value_case ==
+                       OPENTELEMETRY__PROTO__METRICS__V1__EXEMPLAR__VALUE_AS_DOUBLE) {
+                rc = dbl(b, x->as_double);
+            } else {
+                rc = buf_append(b, "null", 4);
+            }
+        }
+        if (rc == 0) {
+            rc = buf_append(b, ",\"trace_id\":", 12);
+        }
+        if (rc == 0) {
+            rc = id_json(b, &x->trace_id);
+        }
+        if (rc == 0) {
+            rc = buf_append(b, ",\"span_id\":", 11);
+        }
+        if (rc == 0) {
+            rc = id_json(b, &x->span_id);
+        }
+        if (rc == 0) {
+            rc = buf_append(b, ",\"filtered_attributes\":", 23);
+        }
+        if (rc == 0) {
+            rc = sink_json_attributes(b, x->filtered_attributes, x->n_filtered_attributes, dbl);
+        }
+        if (rc == 0) {
+            rc = buf_putc(b, '}');
+        }
+    }
+    return rc == 0 ? buf_putc(b, ']') : rc;
 }
 
 int sink_json_sanitize(struct buf *b, const char *s, size_t n)
