@@ -6,7 +6,9 @@
  * where an agent's CPU goes; instruction counts under valgrind --tool=callgrind are repeatable
  * where wall time on a shared machine is not.
  *
- * usage: dlotel-micro [--seconds S] [--json] FILE...   (signal guessed from each file name)
+ * usage: dlotel-micro [--seconds S] [--reps N] [--op NAME] [--json] FILE...
+ *        (the signal is guessed from each file name). --op runs one operation only; --reps runs
+ *        it exactly N times without calibrating, for instruction counts under callgrind.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -125,7 +127,9 @@ static int op_unzstd(void *p)
 int main(int argc, char **argv)
 {
     double seconds = 1.0;
-    bool json = false;
+    uint64_t fixed_reps = 0;
+    const char *only = NULL;
+    bool json = false, any = false;
     int first = 1;
     while (first < argc && strncmp(argv[first], "--", 2) == 0) {
         if (strcmp(argv[first], "--json") == 0) {
@@ -139,12 +143,25 @@ int main(int argc, char **argv)
                 return 2;
             }
             first += 2;
+        } else if (strcmp(argv[first], "--reps") == 0 && first + 1 < argc) {
+            char *end;
+            unsigned long long r = strtoull(argv[first + 1], &end, 10);
+            if (*end != '\0' || r == 0 || r > 100000000ull) {
+                fprintf(stderr, "dlotel-micro: bad --reps (1 to 100000000)\n");
+                return 2;
+            }
+            fixed_reps = r;
+            first += 2;
+        } else if (strcmp(argv[first], "--op") == 0 && first + 1 < argc) {
+            only = argv[first + 1];
+            first += 2;
         } else {
             break;
         }
     }
     if (first >= argc) {
-        fprintf(stderr, "usage: dlotel-micro [--seconds S] [--json] FILE...\n");
+        fprintf(stderr,
+                "usage: dlotel-micro [--seconds S] [--reps N] [--op NAME] [--json] FILE...\n");
         return 2;
     }
     static const struct op ops[] = {
@@ -184,14 +201,21 @@ int main(int argc, char **argv)
         c.zs = zs.data;
         c.zs_len = zs.len;
         for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
-            /* Calibrate, then run for about |seconds|. */
-            uint64_t n = 0, t0 = now_ns(), t;
-            do {
-                ops[k].fn(&c);
-                n++;
-                t = now_ns();
-            } while (t - t0 < (uint64_t)(seconds * 1e9 / 10));
-            uint64_t reps = n * 10;
+            if (only != NULL && strcmp(only, ops[k].name) != 0) {
+                continue;
+            }
+            /* Calibrate, then run for about |seconds| (or exactly --reps times). */
+            uint64_t reps = fixed_reps, t0, t;
+            if (reps == 0) {
+                uint64_t n = 0;
+                t0 = now_ns();
+                do {
+                    ops[k].fn(&c);
+                    n++;
+                    t = now_ns();
+                } while (t - t0 < (uint64_t)(seconds * 1e9 / 10));
+                reps = n * 10;
+            }
             t0 = now_ns();
             for (uint64_t r = 0; r < reps; r++) {
                 ops[k].fn(&c);
@@ -202,12 +226,12 @@ int main(int argc, char **argv)
             if (json) {
                 printf("%s{\"file\":\"%s\",\"op\":\"%s\",\"bytes\":%zu,\"items\":%" PRIu64
                        ",\"us_per_request\":%.1f,\"mb_per_s\":%.1f,\"items_per_s\":%.0f}",
-                       (i == first && k == 0) ? "" : ",", path, ops[k].name, c.len, c.items,
-                       ns / 1e3, mbs, items_s);
+                       any ? "," : "", path, ops[k].name, c.len, c.items, ns / 1e3, mbs, items_s);
             } else {
                 printf("%-40s %-10s %8.1f us/request %8.1f MB/s %12.0f items/s\n", path,
                        ops[k].name, ns / 1e3, mbs, items_s);
             }
+            any = true;
         }
         if (!json) {
             printf("%-40s gzip ratio %.2f, zstd ratio %.2f\n", path, (double)c.len / gz.len,
