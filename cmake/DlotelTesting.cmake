@@ -28,5 +28,7 @@ function(dlotel_fuzz_target name)
     add_executable(fuzz_${name} ${F_SOURCES})
     target_link_libraries(fuzz_${name} PRIVATE ${F_LIBS})
     target_link_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
+    # Every libFuzzer binary at the top of the build directory, where scripts/fuzz.sh looks.
+    set_target_properties(fuzz_${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
   endif()
 endfunction()

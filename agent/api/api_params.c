@@ -387,9 +387,10 @@ static int parse_epoch(const char *s, int64_t *ns)
             v += (uint64_t)(*p - '0') * scale;
             scale /= 10;
         }
-        if (v > (uint64_t)INT64_MAX) {
-            return DLOTEL_ERR_BAD_INPUT;
-        }
+    }
+    /* The same range as an RFC 3339 time: whole seconds below MAX_EPOCH_S. */
+    if (v >= (uint64_t)MAX_EPOCH_S * NS_PER_S) {
+        return DLOTEL_ERR_BAD_INPUT;
     }
     *ns = (int64_t)v;
     return 0;
