@@ -15,7 +15,7 @@
 
 #define NS_PER_S 1000000000LL
 
-/* 2262-04-11T23:47:16Z: the last second whose nanoseconds fit in int64. */
+/* 2262-04-11T23:47:16Z: the last second of int64 nanoseconds (up to .854775807 of it). */
 #define MAX_EPOCH_S 9223372036LL
 
 /* Percent-decodes [s, s + n) into a new string; '+' becomes a space. NULL on a bad escape. */
@@ -344,7 +344,8 @@ static int parse_rfc3339(const char *s, int64_t *ns)
         }
     }
     int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset_s;
-    if (secs < 0 || secs >= MAX_EPOCH_S) {
+    /* Every time whose nanoseconds fit in int64, the same range as an epoch number. */
+    if (secs < 0 || secs > MAX_EPOCH_S || (secs == MAX_EPOCH_S && frac > INT64_MAX % NS_PER_S)) {
         return DLOTEL_ERR_BAD_INPUT;
     }
     *ns = secs * NS_PER_S + frac;
@@ -387,10 +388,9 @@ static int parse_epoch(const char *s, int64_t *ns)
             v += (uint64_t)(*p - '0') * scale;
             scale /= 10;
         }
-    }
-    /* The same range as an RFC 3339 time: whole seconds below MAX_EPOCH_S. */
-    if (v >= (uint64_t)MAX_EPOCH_S * NS_PER_S) {
-        return DLOTEL_ERR_BAD_INPUT;
+        if (v > (uint64_t)INT64_MAX) {
+            return DLOTEL_ERR_BAD_INPUT;
+        }
     }
     *ns = (int64_t)v;
     return 0;

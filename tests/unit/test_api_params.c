@@ -118,6 +118,16 @@ static void test_times(void **state)
     assert_int_equal(api_parse_time("9223372036", &ns), 0);
     assert_true(ns == 9223372036LL * NS);
     assert_int_equal(api_parse_time("9223372037", &ns), DLOTEL_ERR_BAD_INPUT);
+    /* The last nanosecond of int64 in either form, and one past it (found by fuzz.api_params:
+       an epoch number there formatted to a time the RFC 3339 parser refused). */
+    assert_int_equal(api_parse_time("9223372036854775807", &ns), 0);
+    assert_true(ns == INT64_MAX);
+    assert_int_equal(api_parse_time("2262-04-11T23:47:16.854775807Z", &ns), 0);
+    assert_true(ns == INT64_MAX);
+    assert_int_equal(api_parse_time("2262-04-11T23:47:16.854775808Z", &ns), DLOTEL_ERR_BAD_INPUT);
+    assert_int_equal(api_parse_time("2262-04-11T23:47:17Z", &ns), DLOTEL_ERR_BAD_INPUT);
+    assert_int_equal(api_parse_time("2262-04-11T23:47:16.584775808Z", &ns), 0);
+    assert_true(ns == 9223372036584775808LL);
     assert_int_equal(api_parse_time("99999999999", &ns), DLOTEL_ERR_BAD_INPUT);
     assert_int_equal(api_parse_time("100000000000", &ns), 0);
     assert_true(ns == 100000000000LL * 1000000);
