@@ -229,9 +229,36 @@ static int name_file(struct sink *s, struct out_file *o, uint64_t gen)
     return 0;
 }
 
-/* COPY (<select>) TO <o->staged>, zstd. */
-static int copy_out(struct sink *s, struct buf *select, struct out_file *o, char *err,
-                    size_t errlen)
+/*
+ * The order of the rows in compacted files, and the size of their row groups. Compaction sorts
+ * all the small files of a date by these keys and cuts the result into files of max_rows rows,
+ * so each file, and each row group inside it, holds its own narrow range of keys: DuckDB's
+ * Parquet reader skips a row group whose min/max statistics exclude a filter's constant, so a
+ * point lookup reads one row group of one file. Spans and logs are looked up by trace
+ * (GET /traces/{id}, the logs of a trace), metrics by name; time comes second so that the rows
+ * of one key stay in time order.
+ *
+ * Flushed files keep arrival order in one row group. Sorting them measured a slower lookup, not
+ * a faster one: a 100k-row file holds a few thousand traces, so the Bloom filter DuckDB writes
+ * for its dictionary-encoded trace_id already skips the files without the id, and many small row
+ * groups cost more than they skip. It also cost 3.5 times the bytes, a slower count by service
+ * and a slower flush (docs/sink.md, "Row order and row groups").
+ */
+static const char *const compact_sort_keys[SINK_TABLES] = {
+    "trace_id, start_time_unix_nano",   /* spans */
+    "metric_name, timestamp_unix_nano", /* metrics */
+    "trace_id, timestamp_unix_nano",    /* logs */
+};
+
+/*
+ * Rows per row group of a compacted file. Every row group repeats its column dictionaries, so
+ * smaller groups prune finer but make the files larger and full scans slower.
+ */
+#define COMPACT_ROW_GROUP_ROWS 16384
+
+/* COPY (<select>) TO <o->staged>, zstd; in row groups of |row_group| rows unless 0. */
+static int copy_out(struct sink *s, struct buf *select, uint64_t row_group, struct out_file *o,
+                    char *err, size_t errlen)
 {
     struct buf b;
     buf_init(&b, select->len + PATH_MAX + 256);
@@ -246,7 +273,13 @@ static int copy_out(struct sink *s, struct buf *select, struct out_file *o, char
         rc = sink_sql_literal(&b, o->staged);
     }
     if (rc == 0) {
-        rc = buf_printf(&b, " (FORMAT parquet, COMPRESSION zstd)");
+        rc = buf_printf(&b, " (FORMAT parquet, COMPRESSION zstd");
+    }
+    if (rc == 0 && row_group > 0) {
+        rc = buf_printf(&b, ", ROW_GROUP_SIZE %" PRIu64, row_group);
+    }
+    if (rc == 0) {
+        rc = buf_printf(&b, ")");
     }
     if (rc == 0) {
         rc = exec_buf(s->wconn, &b, err, errlen);
@@ -363,8 +396,7 @@ static int flush_write(struct sink *s, uint64_t gen, uint64_t max_seq, uint64_t 
         /*
          * The files of each date: consecutive runs of at most max_rows rows in _seq order,
          * found from the _seq column alone (cheap), then copied by _seq range. Rows go out in
-         * arrival order; sorting by (service_name, time) is left to compaction, because sorting
-         * rows with their attribute maps costs more than writing them.
+         * arrival order; sorting by key is left to compaction (see compact_sort_keys).
          */
         char sql[1024];
         snprintf(sql, sizeof(sql),
@@ -413,7 +445,7 @@ static int flush_write(struct sink *s, uint64_t gen, uint64_t max_seq, uint64_t 
                                d->hot, o->date, lo, hi);
             }
             if (rc == 0) {
-                rc = copy_out(s, &sel, o, err, errlen);
+                rc = copy_out(s, &sel, 0, o, err, errlen);
             }
         }
         duckdb_destroy_result(&res);
@@ -834,7 +866,9 @@ static int compact_date(struct sink *s, int t, const char *date, char *err, size
         }
         /*
          * A total order (file name and row number break ties), so that LIMIT/OFFSET pieces
-         * neither overlap nor miss a row. hive_partitioning off: the date stays in the folder.
+         * neither overlap nor miss a row. Sorted by compact_sort_keys over all the inputs, each
+         * output file holds its own range of keys and whole files are skipped by their
+         * statistics too. hive_partitioning off: the date stays in the folder.
          */
         buf_reset(&sel);
         rc = buf_printf(&sel, "SELECT * EXCLUDE (filename, file_row_number) FROM read_parquet(");
@@ -844,12 +878,12 @@ static int compact_date(struct sink *s, int t, const char *date, char *err, size
         if (rc == 0) {
             rc = buf_printf(&sel,
                             ", hive_partitioning = false, union_by_name = true, filename = true,"
-                            " file_row_number = true) ORDER BY service_name, \"%s\", filename,"
-                            " file_row_number LIMIT %" PRIu64 " OFFSET %" PRIu64,
-                            d->time_col, max_rows, n * max_rows);
+                            " file_row_number = true) ORDER BY %s, filename, file_row_number"
+                            " LIMIT %" PRIu64 " OFFSET %" PRIu64,
+                            compact_sort_keys[t], max_rows, n * max_rows);
         }
         if (rc == 0) {
-            rc = copy_out(s, &sel, o, err, errlen);
+            rc = copy_out(s, &sel, COMPACT_ROW_GROUP_ROWS, o, err, errlen);
         }
     }
     if (rc != 0) {

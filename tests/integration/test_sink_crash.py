@@ -148,7 +148,7 @@ def test_compaction_crash_point(tmp_path, point):
     disk = read_parquet(data, "SELECT count(*) AS n, count(DISTINCT (user_uid, span_id)) AS d "
                               "FROM spans")
     assert disk == [{"n": 1536, "d": 1536}]
-    # Then it compacts for real: two files, sorted by service and time.
+    # Then it compacts for real: two files, sorted by trace and time.
     tool(data, "maintain", opts=opts)
     check_exactly_once(data, {0, 1, 2}, 3)
     files = read_parquet(data, "SELECT filename AS f, count(*) AS n FROM read_parquet("
@@ -156,8 +156,8 @@ def test_compaction_crash_point(tmp_path, point):
                                "ORDER BY n DESC")
     assert [f["n"] for f in files] == [1000, 536]
     unsorted = read_parquet(
-        data, "SELECT count(*) AS bad FROM (SELECT service_name AS s, start_time_unix_nano AS t, "
-              "lag(service_name) OVER w AS ps, lag(start_time_unix_nano) OVER w AS pt FROM "
+        data, "SELECT count(*) AS bad FROM (SELECT trace_id AS s, start_time_unix_nano AS t, "
+              "lag(trace_id) OVER w AS ps, lag(start_time_unix_nano) OVER w AS pt FROM "
               f"read_parquet('{data}/spans/*/*.parquet', filename = true, file_row_number = true) "
               "WINDOW w AS (PARTITION BY filename ORDER BY file_row_number)) "
               "WHERE ps IS NOT NULL AND (s < ps OR (s = ps AND t < pt))")
