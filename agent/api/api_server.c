@@ -453,6 +453,12 @@ static void on_tap(void *userdata, int signal, const uint8_t *pb, size_t len, co
     struct api_server *srv = userdata;
     api_stream_publish(srv->stream, signal, pb, len, user_uid);
 }
+
+static bool on_tap_wants(void *userdata, int signal)
+{
+    struct api_server *srv = userdata;
+    return api_stream_wants(srv->stream, signal);
+}
 #endif
 
 static void websocket(struct api_server *srv, struct http_stream *s, const struct http_request *req,
@@ -926,7 +932,7 @@ int api_server_new(struct api_server **out, uv_loop_t *loop, const struct api_op
         goto fail_stream;
     }
 #ifdef DLOTEL_API_HAVE_STREAM
-    exporter_sink_set_tap(o->sink, on_tap, srv);
+    exporter_sink_set_tap(o->sink, on_tap, on_tap_wants, srv);
 #endif
     *out = srv;
     return 0;
@@ -961,7 +967,7 @@ void api_server_free(struct api_server *srv)
         return;
     }
 #ifdef DLOTEL_API_HAVE_STREAM
-    exporter_sink_set_tap(srv->sink_exp, NULL, NULL);
+    exporter_sink_set_tap(srv->sink_exp, NULL, NULL, NULL);
     api_stream_free(srv->stream);
     srv->stream = NULL;
 #endif

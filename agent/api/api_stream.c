@@ -794,17 +794,26 @@ static bool client_offer(struct client *c, struct ws_msg *m)
     return client_pump(c);
 }
 
+bool api_stream_wants(const struct api_stream *st, int signal)
+{
+    if (st == NULL || signal < 0 || signal > 2) {
+        return false;
+    }
+    for (const struct client *c = st->clients; c != NULL; c = c->next) {
+        if (client_wants(c, signal)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void api_stream_publish(struct api_stream *st, int signal, const uint8_t *pb, size_t len,
                         const char *user_uid)
 {
     if (st == NULL || st->clients == NULL || signal < 0 || signal > 2) {
         return;
     }
-    bool wanted = false;
-    for (struct client *c = st->clients; c != NULL && !wanted; c = c->next) {
-        wanted = client_wants(c, signal);
-    }
-    if (!wanted) {
+    if (!api_stream_wants(st, signal)) {
         return;
     }
     int rc = api_rows_build(&st->rows, signal, pb, len, user_uid);

@@ -10,6 +10,7 @@
 #ifndef DLOTEL_API_STREAM_H
 #define DLOTEL_API_STREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,12 @@ int api_stream_new(struct api_stream **out, uv_loop_t *loop, const struct api_st
 
 /* Closes every client (close code 1001) and frees the stream. NULL is a no-op. */
 void api_stream_free(struct api_stream *st);
+
+/*
+ * True when a connected client would get rows of |signal| now: the sink exporter keeps a
+ * committed request's bytes for api_stream_publish() only then.
+ */
+bool api_stream_wants(const struct api_stream *st, int signal);
 
 /*
  * One committed request of |signal| (SINK_SIGNAL_* numbering: 0 traces, 1 metrics, 2 logs).

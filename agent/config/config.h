@@ -220,7 +220,7 @@ struct config {
         bool enabled;
         char *data_dir;
         int64_t max_rows_per_file;
-        int64_t retention_days; /* 0: keep forever. */
+        int64_t retention_days;           /* 0: keep forever. */
         uint64_t flush_interval_ns;       /* 0: no age flushes. */
         uint64_t maintenance_interval_ns; /* 0: maintenance only on demand. */
         uint64_t disk_cap_bytes;          /* 0: no cap. */

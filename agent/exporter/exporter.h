@@ -205,11 +205,20 @@ typedef void (*exporter_sink_tap_fn)(void *userdata, int signal, const uint8_t *
                                      const char *user_uid);
 
 /*
- * Sets (|fn| NULL: clears) the tap of a sink exporter; a no-op when |e| is not one. Loop thread.
- * Requests appended while no tap was set are not tapped (their bytes were not kept). The tap
- * also runs from destroy() for requests finished then: clear it before freeing its |userdata|,
- * or destroy the exporter first.
+ * Asked on the loop thread when a request of |signal| is appended: true when the tap will want
+ * it once committed. Only then are its bytes kept (a copy per request), so that ingest with no
+ * one listening costs nothing extra.
  */
-void exporter_sink_set_tap(struct exporter *e, exporter_sink_tap_fn fn, void *userdata);
+typedef bool (*exporter_sink_wants_fn)(void *userdata, int signal);
+
+/*
+ * Sets (|fn| NULL: clears) the tap of a sink exporter; a no-op when |e| is not one. Loop thread.
+ * |wants| (NULL: every request) filters at append time; requests appended while no tap was set,
+ * or that |wants| declined, are not tapped (their bytes were not kept). The tap also runs from
+ * destroy() for requests finished then: clear it before freeing its |userdata|, or destroy the
+ * exporter first.
+ */
+void exporter_sink_set_tap(struct exporter *e, exporter_sink_tap_fn fn,
+                           exporter_sink_wants_fn wants, void *userdata);
 
 #endif

@@ -49,6 +49,7 @@ struct sink_exporter {
 
     /* Loop thread only: sees every committed request before its |done| (the live stream). */
     exporter_sink_tap_fn tap;
+    exporter_sink_wants_fn tap_wants;
     void *tap_userdata;
 };
 
@@ -164,8 +165,8 @@ static void on_async(uv_async_t *h)
 }
 
 /*
- * Queues one request for the writer. With a tap set, the bytes (and |user_uid|) are copied once
- * more, because the module's own copy is gone by the time the loop learns of the commit.
+ * Queues one request for the writer. When the tap wants it, the bytes (and |user_uid|) are copied
+ * once more, because the module's own copy is gone by the time the loop learns of the commit.
  */
 static int append_call(struct sink_exporter *x, int signal, const uint8_t *pb, size_t len,
                        const char *user_uid, export_done_fn done, void *userdata)
@@ -181,7 +182,7 @@ static int append_call(struct sink_exporter *x, int signal, const uint8_t *pb, s
     c->done = done;
     c->userdata = userdata;
     c->signal = signal;
-    if (x->tap != NULL) {
+    if (x->tap != NULL && (x->tap_wants == NULL || x->tap_wants(x->tap_userdata, signal))) {
         c->pb = malloc(len > 0 ? len : 1);
         if (c->pb == NULL) {
             goto fail_nomem;
@@ -371,12 +372,14 @@ int exporter_sink_append(struct exporter *e, int signal, const uint8_t *pb, size
     return append_call((struct sink_exporter *)e, signal, pb, len, user_uid, done, userdata);
 }
 
-void exporter_sink_set_tap(struct exporter *e, exporter_sink_tap_fn fn, void *userdata)
+void exporter_sink_set_tap(struct exporter *e, exporter_sink_tap_fn fn,
+                           exporter_sink_wants_fn wants, void *userdata)
 {
     if (e == NULL || e->ops != &sink_ops) {
         return;
     }
     struct sink_exporter *x = (struct sink_exporter *)e;
     x->tap = fn;
+    x->tap_wants = fn != NULL ? wants : NULL;
     x->tap_userdata = userdata;
 }

@@ -247,7 +247,7 @@ struct control_server_options {
     struct pipeline *pipeline; /* For status and flush; may be NULL. Borrowed. */
     int grpc_port;             /* Reported to clients; 0 when not listening. */
     int http_port;
-    int api_port; /* The query API's port (sink mode); 0 when there is none. */
+    int api_port;               /* The query API's port (sink mode); 0 when there is none. */
     const char *config_summary; /* Optional; copied into status ("exporters": ...). */
     control_stop_fn on_stop;
     void *userdata;

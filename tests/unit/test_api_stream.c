@@ -158,6 +158,12 @@ static void tap(void *userdata, int signal, const uint8_t *pb, size_t len, const
     api_stream_publish(H.st, signal, pb, len, user_uid);
 }
 
+static bool tap_wants(void *userdata, int signal)
+{
+    (void)userdata;
+    return api_stream_wants(H.st, signal);
+}
+
 static void do_open_sink(void *arg)
 {
     (void)arg;
@@ -168,14 +174,14 @@ static void do_open_sink(void *arg)
     assert_int_equal(
         exporter_sink_new(&H.sink, &H.loop, &so, DLOTEL_SINK_MODULE_PATH, detail, sizeof(detail)),
         0);
-    exporter_sink_set_tap(H.sink, tap, NULL);
+    exporter_sink_set_tap(H.sink, tap, tap_wants, NULL);
 }
 
 static void do_teardown(void *arg)
 {
     (void)arg;
     if (H.sink != NULL) {
-        exporter_sink_set_tap(H.sink, NULL, NULL);
+        exporter_sink_set_tap(H.sink, NULL, NULL, NULL);
         H.sink->ops->destroy(H.sink);
         H.sink = NULL;
     }
